@@ -1,0 +1,36 @@
+"""epollbook: the package behind the book "epoll, hands on".
+
+One module per job, so that a notebook cell reads like a sentence:
+
+- ``catalog``  — every server the book can run, by name;
+- ``launch``   — start a server in the background, talk to it, stop it for sure;
+- ``clients``  — well-behaved and misbehaving clients, and real tools (curl, ab);
+- ``probes``   — what the kernel sees: process state, CPU time, open fds;
+- ``show``     — the servers' source code, numbered, for the chapters;
+- ``checks``   — the checks behind the exercises.
+
+epoll is Linux-only; ``require_linux()`` says what to do elsewhere.
+"""
+
+import select
+import sys
+
+__version__ = "0.1.0"
+
+NOT_LINUX_ADVICE = (
+    "This book runs real servers on Linux's epoll and reads the kernel's /proc, "
+    "which {platform} does not have. Run the notebooks on Linux: in a Linux virtual "
+    "machine, in WSL 2 on Windows, or in a Linux container (for example "
+    "`docker run -it -p 8888:8888 python:3.12 bash`, then clone the book there and "
+    "run `make lab`). The built HTML book can be read anywhere."
+)
+
+
+class NotLinuxError(RuntimeError):
+    """Raised where the book needs Linux (epoll, /proc) and the machine is not Linux."""
+
+
+def require_linux():
+    """Raise ``NotLinuxError`` with advice unless this machine has epoll and /proc."""
+    if not sys.platform.startswith("linux") or not hasattr(select, "epoll"):
+        raise NotLinuxError(NOT_LINUX_ADVICE.format(platform=sys.platform))

@@ -1,0 +1,82 @@
+"""The command line: ``python -m epollbook list`` and ``python -m epollbook serve NAME``."""
+
+import argparse
+import errno
+import os
+import runpy
+import sys
+import threading
+import traceback
+
+from epollbook import catalog
+from epollbook.examples.command_line import add_address_arguments
+
+LIFELINE_VARIABLE = "EPOLLBOOK_LIFELINE_FD"
+
+
+def _list(args):
+    width = max(map(len, catalog.SERVERS))
+    for name in catalog.SERVERS:
+        print(f"{name:<{width}}  {catalog.description(name)}")
+    return 0
+
+
+def _die_with_parent(fd):
+    """Exit as soon as the launching process is gone, however it died.
+
+    The launcher keeps the write end of a pipe whose read end is *fd*; nobody ever
+    writes to it, so ``read`` returns only when every write end is closed: when the
+    launcher stops the server, exits, or is killed (even with SIGKILL, which no
+    handler of its own could catch).
+    """
+    def watch():
+        os.read(fd, 1)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _serve(args):
+    module = catalog.module_of(args.name)
+    lifeline = os.environ.pop(LIFELINE_VARIABLE, None)
+    if lifeline is not None:
+        _die_with_parent(int(lifeline))
+    # The example reads its address from the command line, as when run by hand.
+    sys.argv = [module, "--host", args.host, "--port", str(args.port), "--backlog", str(args.backlog)]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except (Exception, KeyboardInterrupt) as error:
+        if isinstance(error, OSError) and error.errno in _CANNOT_LISTEN:
+            print(f"cannot listen on {args.host}:{args.port}: {error.strerror}", file=sys.stderr)
+            return 1
+        _print_traceback_from(catalog.source_path(args.name), error)
+        return 130 if isinstance(error, KeyboardInterrupt) else 1
+    return 0
+
+
+# What bind() says when the address is not ours to take; a one-line answer, not a traceback.
+_CANNOT_LISTEN = {errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL}
+
+
+def _print_traceback_from(source, error):
+    """Print *error*'s traceback from the server's own file on: runpy's frames above it teach nothing."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != str(source):
+        tb = tb.tb_next
+    traceback.print_exception(type(error), error, tb or error.__traceback__)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m epollbook", description="Run the book's servers.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="name every server, with a one-line description").set_defaults(run=_list)
+    serve = commands.add_parser("serve", help="run one server in the foreground (Ctrl-C stops it)")
+    serve.add_argument("name", choices=list(catalog.SERVERS), metavar="NAME",
+                       help="a server from `list`: " + ", ".join(catalog.SERVERS))
+    add_address_arguments(serve).set_defaults(run=_serve)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Start the book's servers in the background, and stop them for sure.
+
+    from epollbook.launch import serve
+
+    server = serve("example2")            # a free port on 127.0.0.1
+    server.url                            # 'http://127.0.0.1:40123/'
+    print(server.output)                  # what it has printed so far
+    server.stop()
+
+    with serve("example1") as server:     # stopped when the block ends
+        ...
+
+``serve`` returns once the server listens, which it learns from the line the
+server prints (``Listening on http://...``), not from a test connection:
+example 1 serves exactly one connection and a probe would spend it.
+
+A server never outlives what started it. It runs in a process group of its own
+and is stopped (SIGTERM, then SIGKILL) by ``stop()``, at the end of a ``with``
+block, when the Python process exits normally (``atexit``), and, through a pipe
+the server watches, when that process dies any other way, ``kill -9`` included.
+In a notebook, re-running the cell that started a server stops the one that
+cell started before, so a cell run twice leaves one server, not two.
+"""
+
+import atexit
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from epollbook import catalog
+from epollbook.__main__ import LIFELINE_VARIABLE
+
+ANNOUNCEMENT = re.compile(rb"http://(?P<host>[0-9.]+):(?P<port>\d+)/")
+
+# What a server prints is kept up to this many characters; a server stuck
+# printing in a loop must not fill the notebook's memory.
+OUTPUT_LIMIT = 1_000_000
+
+_running = {}          # pid -> Server, for atexit
+_started_by_cell = {}  # (cell file, line, name) -> (execution count, [Server, ...])
+
+
+class ServerDidNotStart(RuntimeError):
+    """The server exited, or did not announce its address in time."""
+
+
+class Server:
+    """A server running in a background process.
+
+    Attributes: ``name``, ``host``, ``port``, ``address`` (``(host, port)``),
+    ``url``, ``pid``. ``output`` is what it printed (stdout and stderr, in order).
+    """
+
+    def __init__(self, name, argv, *, ready_timeout=10.0):
+        self.name = name
+        self.host = self.port = None
+        self._chunks, self._size = [], 0
+        self._changed = threading.Condition()
+        self._finished_reading = False
+        lifeline_read, self._lifeline = os.pipe()
+        try:
+            self._process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lifeline_read,),
+                env={**os.environ, "PYTHONUNBUFFERED": "1", LIFELINE_VARIABLE: str(lifeline_read)},
+                start_new_session=True,  # a group of its own: Ctrl-C in a terminal or a kernel interrupt leaves it alone
+            )
+        except BaseException:
+            os.close(self._lifeline)
+            raise
+        finally:
+            os.close(lifeline_read)
+        self.pid = self._process.pid
+        _running[self.pid] = self
+        threading.Thread(target=self._read_output, name=f"{name} output", daemon=True).start()
+        try:
+            self._wait_until_listening(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- what it prints -------------------------------------------------
+
+    def _read_output(self):
+        for line in iter(self._process.stdout.readline, b""):
+            with self._changed:
+                if self.port is None and (match := ANNOUNCEMENT.search(line)):
+                    self.host, self.port = match["host"].decode(), int(match["port"])
+                self._chunks.append(line)
+                self._size += len(line)
+                while self._size > OUTPUT_LIMIT and len(self._chunks) > 1:
+                    self._size -= len(self._chunks.pop(0))
+                self._changed.notify_all()
+        self._process.stdout.close()
+        with self._changed:
+            self._finished_reading = True
+            self._changed.notify_all()
+
+    @property
+    def output(self):
+        """Everything the server has printed so far, as text."""
+        with self._changed:
+            return b"".join(self._chunks).decode("utf-8", "replace")
+
+    def wait_for_output(self, text, timeout=5.0):
+        """Wait until the server has printed *text*; return all its output.
+
+        Raises ``TimeoutError`` saying what it printed instead.
+        """
+        with self._changed:
+            printed = self._changed.wait_for(
+                lambda: text in b"".join(self._chunks).decode("utf-8", "replace") or self._finished_reading,
+                timeout,
+            )
+        if not printed or text not in self.output:
+            raise TimeoutError(f"{self.name} did not print {text!r} within {timeout:g} s; it printed:\n{self.output}")
+        return self.output
+
+    def _wait_until_listening(self, timeout):
+        with self._changed:
+            self._changed.wait_for(lambda: self.port is not None or self._finished_reading, timeout)
+        if self.port is None:
+            state = "exited" if self._finished_reading else f"did not say it listens within {timeout:g} s"
+            raise ServerDidNotStart(f"{self.name} {state}; it printed:\n{self.output or '(nothing)'}")
+
+    # -- where it listens -------------------------------------------------
+
+    @property
+    def address(self):
+        return (self.host, self.port)
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}/"
+
+    # -- its life -------------------------------------------------------
+
+    @property
+    def running(self):
+        """True while the server process has not exited."""
+        return self._process.poll() is None
+
+    @property
+    def returncode(self):
+        """The exit status once it exited (negative: killed by that signal), else None."""
+        return self._process.poll()
+
+    def wait(self, timeout=5.0):
+        """Wait for the server to exit by itself; return its exit status.
+
+        Raises ``TimeoutError`` if it is still running after *timeout* seconds.
+        """
+        try:
+            code = self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TimeoutError(f"{self.name} (pid {self.pid}) was still running after {timeout:g} s") from None
+        self._finish()
+        return code
+
+    def interrupt(self, timeout=5.0):
+        """Press Ctrl-C: send SIGINT, as a terminal would; return the exit status.
+
+        The server's ``finally`` clauses run and its traceback lands in ``output``.
+        """
+        self._signal(signal.SIGINT)
+        try:
+            return self.wait(timeout)
+        finally:
+            self.stop()
+
+    def stop(self, grace=1.0):
+        """Stop the server and everything it started; safe to call more than once.
+
+        Returns the exit status (negative: the signal that ended it).
+        """
+        if self._process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self._process.wait(grace)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self._process.wait()
+        self._finish()
+        return self._process.returncode
+
+    def _signal(self, signum):
+        # Signal the whole group: whatever the server started goes with it. Only
+        # while the process is unreaped, so its pid (the group's id) is still ours.
+        if self._process.poll() is None:
+            try:
+                os.killpg(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def _finish(self):
+        """Forget a server that has exited: close the pipe, wait for the last output."""
+        _running.pop(self.pid, None)
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        with self._changed:
+            self._changed.wait_for(lambda: self._finished_reading, 2.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def __repr__(self):
+        state = "running" if self.running else f"exited with status {self.returncode}"
+        where = f" at {self.url}" if self.port is not None else ""
+        return f"<Server {self.name}{where}, pid {self.pid}, {state}>"
+
+
+def serve(name, *, host="127.0.0.1", port=0, backlog=None, ready_timeout=10.0):
+    """Start server *name* (see ``python -m epollbook list``) in the background.
+
+    Returns a running ``Server`` once it listens on *host*:*port* (port 0: a free
+    port). *backlog* defaults to the server's own (1 for the article's examples).
+    Raises ``ServerDidNotStart`` with what the server printed if it fails to.
+    """
+    catalog.module_of(name)  # an unknown name fails here, with the list of known ones
+    argv = [sys.executable, "-m", "epollbook", "serve", name, "--host", host, "--port", str(port)]
+    if backlog is not None:
+        argv += ["--backlog", str(backlog)]
+    cell = _calling_cell(name)
+    if cell is not None:
+        _stop_previous_run(*cell)
+    server = Server(name, argv, ready_timeout=ready_timeout)
+    if cell is not None:
+        _started_by_cell[cell[0]][1].append(server)
+    return server
+
+
+def running_servers():
+    """The servers started from this process that are still running."""
+    return [server for server in list(_running.values()) if server.running]
+
+
+@atexit.register
+def stop_all():
+    """Stop every server started from this process."""
+    for server in list(_running.values()):
+        server.stop()
+
+
+def _calling_cell(name):
+    """Where in a notebook ``serve(name)`` was called from, or None outside a notebook.
+
+    Returns ``((cell file, line, name), execution count)``. IPython names a cell's
+    code after a hash of its text, so running the same cell again gives the same
+    key with a new execution count.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython else None
+    if shell is None:
+        return None
+    frame = sys._getframe(2)  # the caller of serve()
+    if frame.f_code.co_filename not in getattr(shell.compile, "_filename_map", {}):
+        return None
+    return (frame.f_code.co_filename, frame.f_lineno, name), shell.execution_count
+
+
+def _stop_previous_run(key, execution_count):
+    """Stop what an earlier run of this cell line started (not this run's: a loop may start several)."""
+    started_in, servers = _started_by_cell.get(key, (None, []))
+    if started_in != execution_count:
+        for server in servers:
+            server.stop()
+        _started_by_cell[key] = (execution_count, [])
