@@ -19,6 +19,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
 import urllib.parse
 
@@ -163,16 +164,68 @@ def exchange(target, request=REQUEST, *, timeout=5.0, piece_size=None, pause=0.0
             if number and pause:
                 time.sleep(pause)
             sock.sendall(piece)
-        received = []
-        try:
-            while chunk := sock.recv(65536):
-                received.append(chunk)
-        except socket.timeout:
-            raise TimeoutError(f"no end of the answer from {url_of(target)} within {timeout:g} s "
-                               f"(received so far: {b''.join(received)[:200]!r})") from None
-        except ConnectionResetError:
-            pass  # a server that resets after answering: what it sent is still the answer
-        return b"".join(received)
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock):
+    """Read from *sock* until the other side closes; return all it sent.
+
+    A reset after the answer still returns what was sent. Raises ``TimeoutError``
+    if the socket's timeout passes with neither data nor a close.
+    """
+    received = []
+    try:
+        while chunk := sock.recv(65536):
+            received.append(chunk)
+    except socket.timeout:
+        raise TimeoutError(f"the server neither answered nor closed within {sock.gettimeout():g} s "
+                           f"(received so far: {b''.join(received)[:200]!r})") from None
+    except ConnectionResetError:
+        pass
+    return b"".join(received)
+
+
+class PendingRequest:
+    """A request running in the background (see ``start_request``)."""
+
+    def __init__(self, target, request, timeout):
+        self._done = threading.Event()
+        self.reply = self.error = None
+        self.started = time.monotonic()
+        self.seconds = None  # how long the answer took, once it came
+
+        def run():
+            try:
+                self.reply = exchange(target, request, timeout=timeout)
+            except OSError as error:  # TimeoutError included
+                self.error = error
+            finally:
+                self.seconds = time.monotonic() - self.started
+                self._done.set()
+
+        threading.Thread(target=run, name="pending request", daemon=True).start()
+
+    @property
+    def answered(self):
+        """True once the server has answered (or the request failed)."""
+        return self._done.is_set()
+
+    def wait(self, timeout=10.0):
+        """Wait for the answer; return the bytes received. Raises what the request raised."""
+        if not self._done.wait(timeout):
+            raise TimeoutError(f"still no answer after {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.reply
+
+
+def start_request(target, request=REQUEST, timeout=10.0):
+    """Send *request* from a background thread; return a ``PendingRequest`` at once.
+
+    For watching a client wait: ``pending.answered``, ``pending.wait()``,
+    ``pending.seconds``.
+    """
+    return PendingRequest(target, request, timeout)
 
 
 # -- rude clients ---------------------------------------------------------

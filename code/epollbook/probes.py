@@ -87,6 +87,20 @@ def process_state(pid):
     return ProcessState(pid, state, "" if waiting_in == "0" else waiting_in)
 
 
+def wait_until_blocked(pid, timeout=1.0):
+    """Return *pid*'s ``ProcessState`` once it sleeps in the kernel, or as it is after *timeout* seconds.
+
+    Right after a client sends, the server is briefly running; this waits for it
+    to block again, so that what we print is where it waits, not a race.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        state = process_state(pid)
+        if state.state in "SDZ" or time.monotonic() > deadline:
+            return state
+        time.sleep(0.002)
+
+
 def open_fds(pid):
     """Return ``{fd: what it is}`` for *pid*: ``'socket:[inode]'``, a file's path, ``'pipe:[...]'``."""
     fds = {}
@@ -102,3 +116,45 @@ def open_fds(pid):
 def socket_count(pid):
     """How many sockets *pid* has open."""
     return sum(target.startswith("socket:") for target in open_fds(pid).values())
+
+
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
+    7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW_SYN_RECV",
+}
+
+
+@dataclasses.dataclass
+class TcpSocket:
+    """One line of ``/proc/net/tcp``: an IPv4 TCP socket as the kernel lists it (what ``ss -tan`` shows)."""
+
+    local: tuple
+    remote: tuple
+    state: str
+    send_queue: int   # bytes not yet acknowledged (LISTEN: 0)
+    recv_queue: int   # bytes not yet read (LISTEN: connections waiting for accept())
+    inode: int        # 0 for a socket no process holds any more (TIME_WAIT)
+
+    def __str__(self):
+        return f"{self.state:<11} {self.local[0]}:{self.local[1]:<6} -> {self.remote[0]}:{self.remote[1]}"
+
+
+def _ipv4(hex_address):
+    address, port = hex_address.split(":")
+    octets = bytes.fromhex(address)[::-1]  # the kernel prints the address in host (little-endian) order
+    return ".".join(map(str, octets)), int(port, 16)
+
+
+def tcp_sockets(port=None):
+    """The machine's IPv4 TCP sockets, from ``/proc/net/tcp``; with *port*, those whose local or remote port it is."""
+    sockets = []
+    with open("/proc/net/tcp") as table:
+        next(table)  # the header
+        for line in table:
+            fields = line.split()
+            send_queue, recv_queue = (int(n, 16) for n in fields[4].split(":"))
+            found = TcpSocket(_ipv4(fields[1]), _ipv4(fields[2]), TCP_STATES.get(int(fields[3], 16), fields[3]),
+                              send_queue, recv_queue, int(fields[9]))
+            if port is None or port in (found.local[1], found.remote[1]):
+                sockets.append(found)
+    return sockets

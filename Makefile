@@ -1,0 +1,51 @@
+# The book's commands. `make book` and `make test` set everything up themselves.
+# Each needs only Linux, Python >= 3.10 and make; see README.md.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_WORKERS ?= 2
+
+.PHONY: help book test serve lab clean
+
+help:
+	@echo "make book    build the HTML book, every notebook executed -> _build/html/index.html"
+	@echo "make test    run the whole test suite"
+	@echo "make serve   serve the built book on http://$(HOST):$(PORT)/"
+	@echo "make lab     open the notebooks in JupyterLab"
+	@echo "make clean   remove builds (make clean-all: the virtual environment too)"
+
+# The virtual environment, made again whenever requirements.txt or pyproject.toml change.
+$(INSTALLED): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "The book needs Python 3.10 or newer; this is " + sys.version.split()[0] + ". Run: make PYTHON=python3.12 ...")'
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.platform.startswith("linux") else "epoll is Linux-only: run the book on Linux (a VM, WSL 2 or a container); the built HTML can be read anywhere.")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+book: $(INSTALLED)
+	$(BIN)/jupyter-book build . -W -n --keep-going
+	@echo
+	@echo "The book is built: open _build/html/index.html, or run 'make serve'."
+
+test: $(INSTALLED)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+
+serve:
+	@test -f _build/html/index.html || { echo "No built book yet: run 'make book' first."; exit 1; }
+	@echo "Serving the book on http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
+	$(PYTHON) -m http.server --bind $(HOST) --directory _build/html $(PORT)
+
+lab: $(INSTALLED)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=. book/01-one-request.ipynb
+
+clean:
+	rm -rf _build dist .pytest_cache
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+clean-all: clean
+	rm -rf $(VENV)
