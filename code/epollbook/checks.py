@@ -170,11 +170,14 @@ def check_make_response(make_response, *, hidden=False):
             if reply.status != 200:
                 raise CheckFailed(f"expected status 200 for {_short(text)}; http.client read {reply.status} {reply.reason}")
             length = reply.getheader("Content-Length")
-            if length != str(len(body)):
-                raise CheckFailed(f"expected Content-Length: {len(body)} for {_short(text)} ({len(body)} bytes in UTF-8, "
-                                  f"{len(text)} characters); the response says {length!r}: count bytes, not characters")
             if received != body:
-                raise CheckFailed(f"expected the body {_short(body)}; http.client read {_short(received)}")
+                if body.startswith(received) and length == str(len(text)):
+                    raise CheckFailed(f"expected Content-Length: {len(body)} for {_short(text)} ({len(body)} bytes in UTF-8, "
+                                      f"{len(text)} characters); the response says {length}, so http.client read only "
+                                      f"{_short(received)}: count bytes, not characters")
+                raise CheckFailed(f"expected the body {_short(body)} (the text in UTF-8); http.client read {_short(received)}")
+            if length != str(len(body)):
+                raise CheckFailed(f"expected Content-Length: {len(body)} for {_short(text)}; the response says {length!r}")
             content_type = (reply.getheader("Content-Type") or "").replace(" ", "").lower()
             if not content_type.startswith("text/plain") or "charset=utf-8" not in content_type:
                 raise CheckFailed("expected Content-Type: text/plain; charset=utf-8, so that clients decode the body "
@@ -269,11 +272,12 @@ def check_open_listener(open_listener, *, hidden=False):
 # -- Chapter 2: receive_request -------------------------------------------
 
 
-def _receive(receive_request, pieces, *, limit=None, pause=0.005, close_after=False, reset_after=False):
+def _receive(receive_request, pieces, *, limit=None, pause=0.005, close_after=False, reset_after=False, stuck=""):
     """Send *pieces* over a real connection and run the reader's ``receive_request`` on the other end.
 
-    Returns the ``_Outcome`` (value or error) and a description of the case.
-    The client keeps the connection open unless told to close or reset it.
+    Returns the ``_Outcome`` (value or error). The client keeps the connection
+    open unless told to close or reset it. *stuck* says what a reader's code
+    that is still running after the time limit has most likely got wrong.
     """
     with _connected_pair() as (client, server_side):
         args = (server_side,) if limit is None else (server_side, limit)
@@ -288,12 +292,11 @@ def _receive(receive_request, pieces, *, limit=None, pause=0.005, close_after=Fa
             client.close()
         elif close_after:
             client.close()
-        closed = close_after or reset_after
-        how = "then closed the connection" if closed else "then waited"
+        sent = b"".join(pieces)
+        how = "then closed the connection" if close_after or reset_after else "then waited"
         return _finish(receive_request, outcome, SECONDS,
                        f"receive_request was still running {SECONDS:g} s after the client sent "
-                       f"{_short(b''.join(pieces))} and {how}"
-                       + (": it loops forever because recv() returns b'' once the client has closed" if closed else ""),
+                       f"{_short(sent)} ({len(sent):,} bytes) and {how}" + (f": {stuck}" if stuck else ""),
                        unblock=[server_side])
 
 
@@ -317,15 +320,17 @@ def check_receive_request(receive_request, *, hidden=False):
     if hidden:
         long_request = b"GET / HTTP/1.0\r\n" + b"".join(b"X-Padding-%05d: %s\r\n" % (n, b"x" * 60) for n in range(300)) + b"\r\n"
         polite = [
-            ("a request whose blank line is split between two pieces", [request[:-1], request[-1:]], {}),
+            ("a request whose blank line is split between two pieces", [request[:-1], request[-1:]],
+             {"stuck": "look for the blank line in all the bytes received so far, not in the last piece alone"}),
             ("a request ending its lines with a bare LF", [b"GET / HTTP/1.0\n", b"Host: localhost\n\n"], {}),
             (f"a request of {len(long_request):,} bytes in pieces of 1,000",
              [long_request[i:i + 1000] for i in range(0, len(long_request), 1000)], {"pause": 0.001}),
         ]
-        rude = [("a client that resets the connection before the blank line", {"reset_after": True})]
+        rude = [("a client that resets the connection before the blank line", {"reset_after": True, "stuck": "after a reset, recv() raises; let that end it"})]
     else:
         polite = [("a request sent 5 bytes at a time", [request[i:i + 5] for i in range(0, len(request), 5)], {})]
-        rude = [("a client that closes before the blank line", {"close_after": True})]
+        rude = [("a client that closes before the blank line",
+                 {"close_after": True, "stuck": "it loops forever because recv() returns b'' once the client has closed"})]
 
     for description, pieces, options in polite:
         expected = b"".join(pieces)
@@ -344,7 +349,8 @@ def check_receive_request(receive_request, *, hidden=False):
     if not hidden:
         limit = 1000
         flood = [b"GET / HTTP/1.0\r\n"] + [b"X-Flood: " + b"y" * 90 + b"\r\n"] * 40  # 4 KB, no blank line
-        outcome = _receive(receive_request, flood, limit=limit, pause=0.001)
+        outcome = _receive(receive_request, flood, limit=limit, pause=0.001,
+                           stuck=f"stop reading once more than limit={limit} bytes have arrived without a blank line")
         if not isinstance(outcome.error, ValueError):
             raise CheckFailed(f"expected ValueError once more than limit={limit} bytes arrived without a blank line; "
                               f"{_outcome_text(outcome)}") from outcome.error
@@ -395,7 +401,13 @@ def check_serve_forever(serve_forever, *, hidden=False):
             raise CheckFailed(f"expected serve_forever to go on serving after {after}; it returned")
         try:
             reply = clients.exchange(address, clients.REQUEST, timeout=3.0)
-        except (TimeoutError, OSError) as error:
+        except clients.NoEndOfAnswer as error:
+            if not error.received:
+                raise CheckFailed(f"expected an answer after {after}; a polite client waited 3 s and got nothing "
+                                  "(is the server stuck on that client?)") from None
+            raise CheckFailed(f"expected the server to close the connection after its answer (that is how an HTTP/1.0 "
+                              f"answer ends) after {after}; it sent {_short(error.received)} and kept the connection open") from None
+        except OSError as error:
             if outcome.error is not None:
                 _not_written(serve_forever, outcome.error)
             stuck = "" if outcome.finished.is_set() else " (is it stuck on that client?)"

@@ -167,19 +167,27 @@ def exchange(target, request=REQUEST, *, timeout=5.0, piece_size=None, pause=0.0
         return read_until_closed(sock)
 
 
+class NoEndOfAnswer(TimeoutError):
+    """The server neither closed the connection nor sent more in time; ``received`` is what it had sent."""
+
+    def __init__(self, received, seconds):
+        self.received = received
+        super().__init__(f"the server neither closed the connection nor sent more within {seconds:g} s "
+                         f"(received so far: {received[:200]!r})")
+
+
 def read_until_closed(sock):
     """Read from *sock* until the other side closes; return all it sent.
 
-    A reset after the answer still returns what was sent. Raises ``TimeoutError``
-    if the socket's timeout passes with neither data nor a close.
+    A reset after the answer still returns what was sent. Raises ``NoEndOfAnswer``
+    (a ``TimeoutError``) if the socket's timeout passes with neither data nor a close.
     """
     received = []
     try:
         while chunk := sock.recv(65536):
             received.append(chunk)
     except socket.timeout:
-        raise TimeoutError(f"the server neither answered nor closed within {sock.gettimeout():g} s "
-                           f"(received so far: {b''.join(received)[:200]!r})") from None
+        raise NoEndOfAnswer(b"".join(received), sock.gettimeout()) from None
     except ConnectionResetError:
         pass
     return b"".join(received)

@@ -119,9 +119,12 @@ class Server:
                 lambda: text in b"".join(self._chunks).decode("utf-8", "replace") or self._finished_reading,
                 timeout,
             )
-        if not printed or text not in self.output:
-            raise TimeoutError(f"{self.name} did not print {text!r} within {timeout:g} s; it printed:\n{self.output}")
-        return self.output
+        if text in self.output:
+            return self.output
+        if printed:  # it stopped printing: it has exited
+            raise TimeoutError(f"{self.name} exited (status {self._process.wait()}) without printing {text!r}; "
+                               f"it printed:\n{self.output}")
+        raise TimeoutError(f"{self.name} did not print {text!r} within {timeout:g} s; it printed:\n{self.output}")
 
     def _wait_until_listening(self, timeout):
         with self._changed:

@@ -28,14 +28,15 @@ def _ipv4_address(text):
 
 
 def _port(text):
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port: give 0 (a free port) or 1-65535")
     return int(text)
 
 
 def _backlog(text):
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a backlog: give a whole number >= 0")
+    # listen() takes a C int; the kernel then caps it at net.core.somaxconn.
+    if not (text.isascii() and text.isdigit()) or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a backlog: give a whole number from 0 to {2**31 - 1}")
     return int(text)
 
 

@@ -1,0 +1,93 @@
+"""The built book: `jupyter-book build -W` passes, and its pages show what the servers really did.
+
+The book is built once for this module, into a temporary folder, with every
+notebook executed, exactly as `make book` builds it.
+"""
+
+import html.parser
+import os
+import subprocess
+import sys
+import tempfile
+import pathlib
+
+import pytest
+
+from notebooks import ROOT
+from tools import need_tool
+
+JUPYTER_BOOK = pathlib.Path(sys.executable).parent / "jupyter-book"
+
+
+@pytest.fixture(scope="module")
+def built_book():
+    with tempfile.TemporaryDirectory(prefix="epollbook-build-") as output:
+        finished = subprocess.run([str(JUPYTER_BOOK), "build", str(ROOT), "-W", "-n", "--keep-going",
+                                   "--path-output", output], capture_output=True, text=True, timeout=600)
+        assert finished.returncode == 0, f"the book did not build cleanly:\n{finished.stdout[-8000:]}\n{finished.stderr[-3000:]}"
+        yield pathlib.Path(output) / "_build" / "html"
+
+
+def page(built_book, name):
+    return (built_book / "book" / f"{name}.html").read_text()
+
+
+def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
+    for name in ["intro", "01-one-request", "02-serving-forever"]:
+        assert (built_book / "book" / f"{name}.html").exists(), f"no page for {name} in {built_book}"
+    assert (built_book / "index.html").exists()
+
+
+@pytest.mark.parametrize("chapter, outputs", [
+    ("01-one-request", ["Listening on http://127.0.0.1:", "GET / HTTP/1.1", "Hello, world!",
+                        "exit status: 0", "blocked in", "TIME_WAIT", "\N{HEAVY CHECK MARK}"]),
+    ("02-serving-forever", ["KeyboardInterrupt", "ConnectionResetError", "UnicodeDecodeError",
+                            "the polite client got its answer", "of a CPU core busy", "\N{HEAVY CHECK MARK}"]),
+])
+def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, outputs):
+    text = page(built_book, chapter)
+    missing = [output for output in outputs if output not in text]
+    assert not missing, f"{chapter}.html lacks outputs the build should have produced: {missing}"
+
+
+class _SolutionBlocks(html.parser.HTMLParser):
+    """Finds the <details> blocks that hide code cells, and whether each is open and holds a solution."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks, self._depth = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "details":
+            if self._depth:
+                self._depth += 1
+            elif "above-input" in (attrs.get("class") or ""):
+                self.blocks.append({"open": "open" in attrs, "text": ""})
+                self._depth = 1
+
+    def handle_endtag(self, tag):
+        if tag == "details" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data):
+        if self._depth:
+            self.blocks[-1]["text"] += data
+
+
+@pytest.mark.parametrize("chapter", ["01-one-request", "02-serving-forever"])
+def test_solutions_stay_hidden_until_the_reader_opens_them_in_a_real_browser(built_book, chapter):
+    chromium = need_tool("chromium")
+    with tempfile.TemporaryDirectory(prefix="epollbook-chromium-") as profile:
+        finished = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom",
+             (built_book / "book" / f"{chapter}.html").as_uri()],
+            capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0 and "</html>" in finished.stdout, f"chromium could not render {chapter}: {finished.stderr[-2000:]}"
+    blocks = _SolutionBlocks()
+    blocks.feed(finished.stdout)
+    solutions = [block for block in blocks.blocks if "### BEGIN SOLUTION" in block["text"]]
+    assert len(solutions) >= 2, f"{chapter}: expected every exercise's solution in a collapsed block, found {len(solutions)}"
+    assert not any(block["open"] for block in solutions), f"{chapter}: a solution block is open when the page loads"

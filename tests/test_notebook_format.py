@@ -1,0 +1,45 @@
+"""The notebooks as committed: clean of outputs, well-formed exercises, explanations that quote real code."""
+
+import re
+
+import pytest
+
+from epollbook import catalog
+from notebooks import NOTEBOOKS, exercises, grading, read
+
+EXAMPLE_SOURCES = "\n".join(catalog.source_path(name).read_text() for name in catalog.SERVERS)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_is_committed_without_outputs(notebook):
+    dirty = [index for index, cell in enumerate(read(notebook).cells)
+             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    assert not dirty, f"{notebook.name}: cells {dirty} have outputs or execution counts; clear them before committing"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_notebook_runs_on_the_standard_kernel(notebook):
+    kernel = read(notebook).metadata.get("kernelspec", {}).get("name")
+    assert kernel == "python3", f"{notebook.name} asks for kernel {kernel!r}; `make lab` and the build provide 'python3'"
+
+
+def test_grade_ids_are_unique_across_the_book():
+    ids = [grading(cell)["grade_id"] for path in NOTEBOOKS for cell in read(path).cells if grading(cell).get("grade_id")]
+    assert len(ids) == len(set(ids)), f"repeated grade ids: {sorted({i for i in ids if ids.count(i) > 1})}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_solutions_are_hidden_in_the_html_book(notebook):
+    shown = [grade_id for grade_id, solution, _ in exercises(notebook)
+             if "hide-input" not in solution.metadata.get("tags", [])]
+    assert not shown, f"{notebook.name}: solutions {shown} lack the 'hide-input' tag, so the HTML book shows them"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_line_by_line_explanations_quote_code_that_exists(notebook):
+    """In a cell tagged 'explains-code', a list item that starts with quoted code explains it: it must be in an example."""
+    quoted = [match for cell in read(notebook).cells if "explains-code" in cell.metadata.get("tags", [])
+              for match in re.findall(r"^- `([^`]+)`", cell.source, re.MULTILINE)]
+    missing = [code for code in quoted if code not in EXAMPLE_SOURCES]
+    assert quoted, f"{notebook.name} explains no line of the article's code"
+    assert not missing, f"{notebook.name} quotes code that no example contains: {missing}"
