@@ -40,8 +40,9 @@ serve:
 	@echo "Serving the book on http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
 	$(PYTHON) -m http.server --bind $(HOST) --directory _build/html $(PORT)
 
+# As root (say, in a container) JupyterLab needs --allow-root to start at all.
 lab: $(INSTALLED)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=. book/01-one-request.ipynb
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) book/01-one-request.ipynb
 
 clean:
 	rm -rf _build dist .pytest_cache
