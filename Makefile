@@ -8,14 +8,18 @@ INSTALLED := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_WORKERS ?= 2
+STUDENT_DIR ?= dist/student
+AUTOGRADED_DIR ?= dist/autograded
 
-.PHONY: help book test serve lab clean
+.PHONY: help book test serve lab student autograde clean clean-all
 
 help:
 	@echo "make book    build the HTML book, every notebook executed -> _build/html/index.html"
 	@echo "make test    run the whole test suite"
 	@echo "make serve   serve the built book on http://$(HOST):$(PORT)/"
 	@echo "make lab     open the notebooks in JupyterLab"
+	@echo "make student                     the exercises as handed out: $(STUDENT_DIR)/"
+	@echo "make autograde SUBMISSIONS=DIR   grade one folder per student -> $(AUTOGRADED_DIR)/grades.csv"
 	@echo "make clean   remove builds (make clean-all: the virtual environment too)"
 
 # The virtual environment, made again whenever requirements.txt or pyproject.toml change.
@@ -43,6 +47,14 @@ serve:
 # As root (say, in a container) JupyterLab needs --allow-root to start at all.
 lab: $(INSTALLED)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) book/01-one-request.ipynb
+
+# The classroom: nbgrader behind both; see the teacher's guide in the book.
+student: $(INSTALLED)
+	$(BIN)/python -m epollbook.classroom student --out $(STUDENT_DIR)
+
+autograde: $(INSTALLED)
+	@test -n "$(SUBMISSIONS)" || { echo "Say where the submissions are: make autograde SUBMISSIONS=DIR (one folder per student inside)."; exit 2; }
+	$(BIN)/python -m epollbook.classroom autograde "$(SUBMISSIONS)" --out $(AUTOGRADED_DIR)
 
 clean:
 	rm -rf _build dist .pytest_cache

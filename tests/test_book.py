@@ -33,7 +33,7 @@ def page(built_book, name):
 
 
 def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
-    for name in ["intro", "01-one-request", "02-serving-forever"]:
+    for name in ["intro", "01-one-request", "02-serving-forever", "teachers-guide"]:
         assert (built_book / "book" / f"{name}.html").exists(), f"no page for {name} in {built_book}"
     assert (built_book / "index.html").exists()
 
@@ -43,6 +43,7 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
                         "exit status: 0", "blocked in", "TIME_WAIT", "\N{HEAVY CHECK MARK}"]),
     ("02-serving-forever", ["KeyboardInterrupt", "ConnectionResetError", "UnicodeDecodeError",
                             "the polite client got its answer", "of a CPU core busy", "\N{HEAVY CHECK MARK}"]),
+    ("teachers-guide", ["make-response", "serve-forever", "<table"]),
 ])
 def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, outputs):
     text = page(built_book, chapter)

@@ -12,7 +12,7 @@ import pytest
 from nbgrader.preprocessors import ClearSolutions
 
 from epollbook.checks import CheckFailed
-from notebooks import NOTEBOOKS, all_exercises, exercises, grading
+from notebooks import CHAPTERS, all_exercises, exercises, grading
 
 EXERCISES = all_exercises()
 
@@ -30,8 +30,15 @@ def stub_of(solution_cell):
 
 
 def test_every_chapter_has_at_least_two_exercises():
-    counts = {path.stem: len(exercises(path)) for path in NOTEBOOKS}
+    counts = {path.stem: len(exercises(path)) for path in CHAPTERS}
     assert counts and all(n >= 2 for n in counts.values()), f"exercises per notebook: {counts}"
+
+
+@pytest.mark.parametrize("path, grade_id, solution, check", EXERCISES)
+def test_each_exercise_says_what_it_teaches_and_how_long_it_takes(path, grade_id, solution, check):
+    about = solution.metadata.get("epollbook", {})
+    assert about.get("objective") and about.get("minutes", 0) > 0, \
+        f"{grade_id} lacks 'epollbook': {{'objective': ..., 'minutes': ...}} in its metadata (the teacher's guide lists them)"
 
 
 @pytest.mark.parametrize("path, grade_id, solution, check", EXERCISES)

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from epollbook import catalog
-from notebooks import NOTEBOOKS, exercises, grading, read
+from notebooks import CHAPTERS, NOTEBOOKS, exercises, grading, read
 
 EXAMPLE_SOURCES = "\n".join(catalog.source_path(name).read_text() for name in catalog.SERVERS)
 
@@ -35,7 +35,7 @@ def test_solutions_are_hidden_in_the_html_book(notebook):
     assert not shown, f"{notebook.name}: solutions {shown} lack the 'hide-input' tag, so the HTML book shows them"
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[path.stem for path in CHAPTERS])
 def test_line_by_line_explanations_quote_code_that_exists(notebook):
     """In a cell tagged 'explains-code', a list item that starts with quoted code explains it: it must be in an example."""
     quoted = [match for cell in read(notebook).cells if "explains-code" in cell.metadata.get("tags", [])
