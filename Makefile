@@ -37,7 +37,7 @@ book: $(INSTALLED)
 	@echo "The book is built: open _build/html/index.html, or run 'make serve'."
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 serve:
 	@test -f _build/html/index.html || { echo "No built book yet: run 'make book' first."; exit 1; }

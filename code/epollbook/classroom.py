@@ -107,15 +107,22 @@ def exercise_table(book=REPOSITORY / "book"):
 
 
 def _nbgrader(course, *arguments, env=None):
-    """Run nbgrader in *course*; return its output; raise ``ClassroomError`` if it fails."""
+    """Run nbgrader in *course*, its output going to *course*/nbgrader.log; raise ``ClassroomError`` if it fails.
+
+    The output goes to a file, not a pipe: a process a student's code leaves
+    behind inherits it, and a pipe would then never reach its end.
+    """
     env = dict(os.environ if env is None else env)
     # nbgrader runs `alembic` by name: it must find the one beside this Python, in the book's venv.
     env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env.get("PATH", "")])
-    finished = subprocess.run([sys.executable, "-m", "nbgrader", *arguments], cwd=course, capture_output=True,
-                              text=True, env=env)
+    log = pathlib.Path(course) / "nbgrader.log"
+    with log.open("a") as output:
+        output.write(f"\n$ nbgrader {' '.join(arguments)}\n")
+        output.flush()
+        finished = subprocess.run([sys.executable, "-m", "nbgrader", *arguments], cwd=course, stdin=subprocess.DEVNULL,
+                                  stdout=output, stderr=subprocess.STDOUT, env=env)
     if finished.returncode != 0:
-        raise ClassroomError(f"nbgrader {' '.join(arguments)} failed:\n{finished.stdout[-3000:]}\n{finished.stderr[-3000:]}")
-    return finished.stdout + finished.stderr
+        raise ClassroomError(f"nbgrader {' '.join(arguments)} failed; its output, from {log}:\n{log.read_text()[-4000:]}")
 
 
 def prepare_course(course, book=REPOSITORY / "book"):
