@@ -258,23 +258,33 @@ def _students(submissions):
     return students
 
 
-def _kill_tagged(tag):
-    """Kill every process that carries *tag* in its environment: whatever a student's code left running."""
-    killed = 0
+def _kill_tagged(tag, seconds=5.0):
+    """Kill every process that carries *tag* in its environment (whatever a student's code left running),
+    and wait until each is gone."""
+    marker = f"{GRADING_TAG}={tag}".encode()
+    killed = []
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environment = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"{GRADING_TAG}={tag}".encode() in environment.split(b"\0"):
-            try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
                 os.kill(int(entry.name), signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-    return killed
+                killed.append(entry)
+        except (OSError, ProcessLookupError):  # gone already, or not ours to read
+            continue
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(_alive(entry) for entry in killed):
+        time.sleep(0.02)
+    return len(killed)
+
+
+def _alive(proc_entry):
+    """True while a /proc/PID entry is a process that has not exited (a zombie has)."""
+    try:
+        stat = (proc_entry / "stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def autograde(submissions, out, book=REPOSITORY / "book"):
