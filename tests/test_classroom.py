@@ -92,6 +92,13 @@ def submissions(tmp_path_factory, student_version):
                 cell.execution_count = 7
     write_changed(first, folder / "mover" / first.name, leave_outputs)
 
+    def rewrite_checks(notebook):  # stubs left as they are, checks made to pass
+        for cell in notebook.cells:
+            if grading(cell).get("grade"):
+                cell.source = "pass"
+    for chapter in CHAPTERS:
+        write_changed(student_version / "notebooks" / chapter.name, folder / "cheater" / chapter.name, rewrite_checks)
+
     (folder / "loser").mkdir()
     (folder / "loser" / first.name).write_text("{this is not a notebook")
     shutil.copy(first, folder / "loser" / "my-notes.ipynb")
@@ -169,6 +176,11 @@ def test_solutions_get_full_marks_and_untouched_stubs_get_zero(graded):
     solved, untouched = points(graded, "solved"), points(graded, "untouched")
     assert all(got == most > 0 for got, most in solved.values()), f"the solutions lost points: {solved}"
     assert all(got == 0 for got, _ in untouched.values()), f"the untouched stubs got points: {untouched}"
+
+
+def test_a_check_cell_edited_by_the_student_is_run_as_it_was_handed_out(graded):
+    cheater = points(graded, "cheater")
+    assert all(got == 0 for got, _ in cheater.values()), f"stubs with rewritten checks got points: {cheater}"
 
 
 def test_a_hanging_answer_loses_only_its_own_exercise(graded):
