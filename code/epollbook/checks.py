@@ -8,8 +8,8 @@ whose message says in one sentence what was expected and what happened.
 The reader's code runs in a thread with a time limit, so an answer that hangs
 (the classic endless ``recv()`` loop) fails its check instead of hanging the
 notebook; the check then closes the sockets it gave that code, which ends most
-such loops. Keyword arguments of the checks add the harder cases that graders
-keep hidden.
+such loops. ``hidden=True`` runs the harder cases that graders keep hidden
+(the student version's check cells call each check without it).
 
 No reference answer lives here: a check knows what a right answer does, not
 how it is written.
@@ -21,6 +21,7 @@ import http.client
 import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -79,7 +80,7 @@ def _finish(function, outcome, seconds, stuck, unblock=()):
             _shut(sock)
         outcome.finished.wait(1.0)
         raise CheckFailed(stuck + ("" if outcome.finished.is_set() else
-                                   f" (it is still running in the background: restart the kernel to stop it)"))
+                                   " (it is still running in the background: restart the kernel to stop it)"))
     if outcome.error is not None:
         _not_written(function, outcome.error)
     return outcome
@@ -157,9 +158,10 @@ def check_make_response(make_response, *, hidden=False):
     texts = ["é" * 50_000, "line one\r\n\r\nline three", "日本語のテキスト"] if hidden else ["Hello, world!", "Grüße aus Köln ☕", ""]
     for text in texts:
         response = _call(make_response, text, letting_through=())
-        if not isinstance(response, bytes):
+        if not isinstance(response, (bytes, bytearray)):
             raise CheckFailed(f"make_response({_short(text)}) should return bytes, ready for send(); "
                               f"it returned {type(response).__name__}: {_short(response)}")
+        response = bytes(response)
         body = text.encode("utf-8")
         with _serving_bytes(response, connections=2) as address:
             try:
@@ -191,8 +193,6 @@ def check_make_response(make_response, *, hidden=False):
 
 
 def _curl_body(address):
-    import subprocess
-
     finished = subprocess.run(["curl", "--silent", "--max-time", "5", f"http://{address[0]}:{address[1]}/"],
                               capture_output=True, timeout=10)
     return finished.stdout
