@@ -1,7 +1,7 @@
 """The launcher, epollbook.launch: a server starts on a free port, says when it listens, and never outlives its owner.
 
-Not covered here: re-running a notebook cell stops the server that cell started
-before. That needs an IPython kernel; the notebook tests cover it.
+Re-running a notebook cell, and a kernel killed with SIGKILL, need a real
+kernel: test_launch_in_a_kernel.py covers them.
 """
 
 import signal
@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from epollbook import catalog
+from epollbook.probes import open_fds
 from epollbook.clients import http_get
 from epollbook.launch import ServerDidNotStart, serve
 from tools import accepts_connections, is_gone, listening_socket, no_server_left_running, wait_for_printed
@@ -183,3 +184,12 @@ def test_an_unknown_server_name_raises_unknown_server_naming_the_known_ones():
     assert "'nope'" in message, f"the error does not repeat the unknown name: {message!r}"
     missing = [name for name in catalog.SERVERS if name not in message]
     assert not missing, f"the error does not name {missing}: {message!r}"
+
+
+def test_starting_and_stopping_servers_leaks_no_file_descriptor():
+    before = open_fds("self")
+    for _ in range(5):
+        with serve("example2") as server:
+            http_get(server)
+    leaked = {fd: target for fd, target in open_fds("self").items() if fd not in before}
+    assert not leaked, f"file descriptors left open after five servers came and went: {leaked}"
