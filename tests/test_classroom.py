@@ -59,11 +59,11 @@ def student_version(tmp_path_factory):
 @pytest.fixture(scope="module")
 def submissions(tmp_path_factory, student_version):
     folder = tmp_path_factory.mktemp("submissions")
-    (folder / "solved").mkdir()
+    (folder / "solved" / "epoll-hands-on").mkdir(parents=True)  # handed back in a subfolder, as nbgrader lays them out
     (folder / "untouched").mkdir()
     for chapter in CHAPTERS:
-        shutil.copy(chapter, folder / "solved")
-        shutil.copy(student_version / "notebooks" / chapter.name, folder / "untouched")
+        shutil.copy(chapter, folder / "solved" / "epoll-hands-on")
+        shutil.copy(student_version / chapter.name, folder / "untouched")
 
         def hang(notebook):
             for cell in notebook.cells:
@@ -97,7 +97,7 @@ def submissions(tmp_path_factory, student_version):
             if grading(cell).get("grade"):
                 cell.source = "pass"
     for chapter in CHAPTERS:
-        write_changed(student_version / "notebooks" / chapter.name, folder / "cheater" / chapter.name, rewrite_checks)
+        write_changed(student_version / chapter.name, folder / "cheater" / chapter.name, rewrite_checks)
 
     (folder / "loser").mkdir()
     (folder / "loser" / first.name).write_text("{this is not a notebook")
@@ -133,7 +133,7 @@ def points(graded, student):
 
 def test_student_version_has_stubs_and_no_hidden_tests_or_outputs(student_version):
     for chapter in CHAPTERS:
-        notebook = read(student_version / "notebooks" / chapter.name)
+        notebook = read(student_version / chapter.name)
         text = "\n".join(cell.source for cell in notebook.cells)
         assert "### BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text, f"{chapter.name}: markers left in"
         assert text.count("raise NotImplementedError()") == len(exercises(chapter)), f"{chapter.name}: a stub is missing"

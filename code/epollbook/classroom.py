@@ -159,7 +159,8 @@ a Linux container.
 
 ## Hand them back
 
-Hand back the notebooks in `notebooks/`, with their names unchanged. Keep each
+Hand back the notebooks (the `.ipynb` files in this folder), with their names
+unchanged. Keep each
 exercise's cells where they are and do not delete any: your teacher's grader
 runs every check again, with more cases than you see.
 """
@@ -233,7 +234,7 @@ def make_student(out, book=REPOSITORY / "book"):
     with tempfile.TemporaryDirectory(prefix="epollbook-course-") as scratch:
         # The course folder holds the solutions: it stays out of what is handed out.
         course = prepare_course(pathlib.Path(scratch) / "course", book)
-        shutil.copytree(course / "release" / ASSIGNMENT, out / "notebooks")
+        shutil.copytree(course / "release" / ASSIGNMENT, out)
     # The package the notebooks import; this module is the teacher's, not the student's.
     shutil.copytree(REPOSITORY / "code" / "epollbook", out / "code" / "epollbook",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "classroom.py"))
@@ -331,7 +332,11 @@ def _hand_in(student, submitted, expected):
     """Copy a student's notebooks where nbgrader looks for them; return notes on what was odd."""
     submitted.mkdir(parents=True)
     notes = []
-    handed = {path.stem: path for path in student.glob("*.ipynb")}
+    # Notebooks may come back in a subfolder (nbgrader's own layout puts them in one named after the assignment).
+    handed = {}
+    for path in sorted(student.rglob("*.ipynb"), key=lambda p: (len(p.parts), str(p))):
+        if ".ipynb_checkpoints" not in path.parts:
+            handed.setdefault(path.stem, path)
     for name in expected:
         if name not in handed:
             notes.append(f"{name}.ipynb was not handed back: its exercises get 0 points.")
@@ -461,7 +466,7 @@ def main(argv=None):
     try:
         if args.command == "student":
             out = make_student(args.out)
-            print(f"The student version is in {out} ({len(list((out / 'notebooks').glob('*.ipynb')))} notebooks); "
+            print(f"The student version is in {out} ({len(list(out.glob('*.ipynb')))} notebooks); "
                   "hand out that folder.")
         else:
             grades = autograde(args.submissions, args.out)
