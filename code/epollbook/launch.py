@@ -89,7 +89,8 @@ class Server:
     # -- what it prints -------------------------------------------------
 
     def _read_output(self):
-        for line in iter(self._process.stdout.readline, b""):
+        # Lines are read 64 KiB at most at a time: a line without end must not grow without end.
+        for line in iter(lambda: self._process.stdout.readline(65536), b""):
             with self._changed:
                 if self.port is None and (match := ANNOUNCEMENT.search(line)):
                     self.host, self.port = match["host"].decode(), int(match["port"])

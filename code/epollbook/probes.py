@@ -134,9 +134,10 @@ class TcpSocket:
     send_queue: int   # bytes not yet acknowledged (LISTEN: 0)
     recv_queue: int   # bytes not yet read (LISTEN: connections waiting for accept())
     inode: int        # 0 for a socket no process holds any more (TIME_WAIT)
+    timer_seconds: float  # time left on the socket's running timer (TIME_WAIT: until the kernel drops it); 0 if none
 
     def __str__(self):
-        return f"{self.state:<11} {self.local[0]}:{self.local[1]:<6} -> {self.remote[0]}:{self.remote[1]}"
+        return f"{self.state:<11} {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]}"
 
 
 def _ipv4(hex_address):
@@ -153,8 +154,10 @@ def tcp_sockets(port=None):
         for line in table:
             fields = line.split()
             send_queue, recv_queue = (int(n, 16) for n in fields[4].split(":"))
+            timer_running, left = fields[5].split(":")  # in clock ticks (USER_HZ)
             found = TcpSocket(_ipv4(fields[1]), _ipv4(fields[2]), TCP_STATES.get(int(fields[3], 16), fields[3]),
-                              send_queue, recv_queue, int(fields[9]))
+                              send_queue, recv_queue, int(fields[9]),
+                              int(left, 16) / os.sysconf("SC_CLK_TCK") if int(timer_running, 16) else 0.0)
             if port is None or port in (found.local[1], found.remote[1]):
                 sockets.append(found)
     return sockets
