@@ -53,6 +53,20 @@ class ClassroomError(RuntimeError):
     """Something a teacher has to fix: the message says what."""
 
 
+OUTPUT_MARK = ".made-by-epollbook"
+
+
+def _fresh_folder(folder):
+    """Empty *folder* for new output, refusing to delete a folder this module did not make."""
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / OUTPUT_MARK).exists():
+            raise ClassroomError(f"{folder} already exists and holds files this tool did not write: "
+                                 "choose a new folder, or empty that one yourself")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / OUTPUT_MARK).write_text("Written by `python -m epollbook.classroom`, which may replace this folder.\n")
+
+
 def _grading(cell):
     return cell.get("metadata", {}).get("nbgrader", {})
 
@@ -229,12 +243,11 @@ def copied_solutions(folder, blocks, run=3):
 def make_student(out, book=REPOSITORY / "book"):
     """Write the student version into *out*: stub notebooks, the package, requirements, a README."""
     out = pathlib.Path(out).resolve()
-    if out.exists():
-        shutil.rmtree(out)
+    _fresh_folder(out)
     with tempfile.TemporaryDirectory(prefix="epollbook-course-") as scratch:
         # The course folder holds the solutions: it stays out of what is handed out.
         course = prepare_course(pathlib.Path(scratch) / "course", book)
-        shutil.copytree(course / "release" / ASSIGNMENT, out)
+        shutil.copytree(course / "release" / ASSIGNMENT, out, dirs_exist_ok=True)
     # The package the notebooks import; this module is the teacher's, not the student's.
     shutil.copytree(REPOSITORY / "code" / "epollbook", out / "code" / "epollbook",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "classroom.py"))
@@ -297,9 +310,7 @@ def autograde(submissions, out, book=REPOSITORY / "book"):
     if not submissions.is_dir():
         raise ClassroomError(f"{submissions} is not a folder: give SUBMISSIONS=DIR, one folder per student inside")
     students = _students(submissions)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    _fresh_folder(out)
     course = prepare_course(out / "course", book)
     expected = {path.stem: path for path in (course / "release" / ASSIGNMENT).glob("*.ipynb")}
     notes = {}
