@@ -66,7 +66,7 @@ class ProcessState:
     def __str__(self):
         text = f"pid {self.pid} is {_STATES.get(self.state, self.state)}"
         if self.state in "SD" and self.waiting_in:
-            text += f" in the kernel function {self.waiting_in}"
+            text += f" in {self.waiting_in}"
             if self.blocked_call:
                 text += f" (blocked in {self.blocked_call})"
         return text
