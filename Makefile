@@ -36,8 +36,10 @@ book: $(INSTALLED)
 	@echo
 	@echo "The book is built: open _build/html/index.html, or run 'make serve'."
 
+# --dist loadfile: a module's tests share one worker, so its module-wide fixtures (one book
+# build, one grading run) are made once.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 serve:
 	@test -f _build/html/index.html || { echo "No built book yet: run 'make book' first."; exit 1; }

@@ -18,8 +18,6 @@ from tools import need_tool
 
 JUPYTER_BOOK = pathlib.Path(sys.executable).parent / "jupyter-book"
 
-# The module's tests share one build: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("book")
 
 
 @pytest.fixture(scope="module")

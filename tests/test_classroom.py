@@ -12,6 +12,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import uuid
 
 import nbformat
 import psutil
@@ -20,8 +21,6 @@ import pytest
 from epollbook import classroom
 from notebooks import CHAPTERS, ROOT, exercises, grading, read
 
-# The module's tests share one expensive grading run: keep them on one xdist worker.
-pytestmark = pytest.mark.xdist_group("classroom")
 
 HANGING_ANSWERS = {  # one per notebook: loops that never return
     "make-response": "def make_response(text):\n    while True:\n        pass\n",
@@ -32,8 +31,14 @@ HANGING_ANSWERS = {  # one per notebook: loops that never return
 EVERY_EXERCISE = {(path.stem, grade_id) for path in CHAPTERS for grade_id, _, _ in exercises(path)}
 
 
+# Every process a grading run of this module starts carries this in its environment, so that
+# the leftover check sees this run's processes and no other's.
+THIS_RUN = {"EPOLLBOOK_TEST_RUN": uuid.uuid4().hex}
+
+
 def make(*arguments):
-    finished = subprocess.run(["make", "--no-print-directory", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    finished = subprocess.run(["make", "--no-print-directory", *arguments], cwd=ROOT, capture_output=True, text=True,
+                              timeout=900, env={**os.environ, **THIS_RUN})
     assert finished.returncode == 0, f"make {' '.join(arguments)} failed:\n{finished.stdout[-4000:]}\n{finished.stderr[-4000:]}"
     return finished.stdout
 
@@ -227,7 +232,8 @@ def test_grading_leaves_no_process_running(graded):
     left = []
     for process in psutil.process_iter():
         try:
-            if classroom.GRADING_TAG in process.environ():
+            environment = process.environ()
+            if classroom.GRADING_TAG in environment and THIS_RUN.items() <= environment.items():
                 left.append(" ".join(process.cmdline()))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
