@@ -9,17 +9,16 @@ read back from what `make autograde` wrote, and from nbgrader's own gradebook.
 
 import csv
 import os
-import pathlib
 import shutil
 import subprocess
 import uuid
 
 import nbformat
-import psutil
 import pytest
 
 from epollbook import classroom
 from notebooks import CHAPTERS, ROOT, exercises, grading, read
+from tools import processes_with_environment
 
 
 HANGING_ANSWERS = {  # one per notebook: loops that never return
@@ -229,14 +228,8 @@ def test_odd_submissions_get_a_clear_line_and_the_rest_is_still_graded(graded):
 
 
 def test_grading_leaves_no_process_running(graded):
-    left = []
-    for process in psutil.process_iter():
-        try:
-            environment = process.environ()
-            if classroom.GRADING_TAG in environment and THIS_RUN.items() <= environment.items():
-                left.append(" ".join(process.cmdline()))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
+    left = [" ".join(process.cmdline())
+            for process in processes_with_environment(**{classroom.GRADING_TAG: None}, **THIS_RUN)]
     assert not left, f"processes started while grading are still running: {left}"
     assert points(graded, "litterer") == points(graded, "solved"), "leaving processes behind changed the grades"
 

@@ -153,8 +153,11 @@ def test_interrupt_sends_sigint_and_the_traceback_starts_in_the_examples_own_fil
     with serve("example2") as server:
         http_get(server)
         server.wait_for_output("Host:")  # it has served a request and is back in accept()
+        assert server.traceback == "", f"a traceback before anything went wrong: {server.traceback}"
         status = server.interrupt()
         output = server.output
+        assert server.traceback.startswith("Traceback (most recent call last):") and \
+            server.traceback.rstrip().endswith("KeyboardInterrupt"), f"traceback: {server.traceback!r}"
     assert status == 130, f"after SIGINT the server exited with status {status}; it printed:\n{output}"
     assert "KeyboardInterrupt" in output, f"no KeyboardInterrupt in what it printed:\n{output}"
     assert "<frozen runpy>" not in output and "runpy.py" not in output, f"runpy's frames are in the traceback:\n{output}"

@@ -12,21 +12,10 @@ import sys
 import time
 import uuid
 
-import psutil
 import pytest
 
 from notebooks import NOTEBOOKS, ROOT
-
-
-def processes_tagged(tag):
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if process.environ().get("EPOLLBOOK_TEST_TAG") == tag and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            pass
-    return found
+from tools import processes_with_environment
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
@@ -42,7 +31,7 @@ def test_notebook_runs_clean_and_leaves_nothing_running(notebook):
     print(f"{notebook.name}: ran clean in {seconds:.1f} s")
 
     deadline = time.monotonic() + 5.0
-    while (left := processes_tagged(tag)) and time.monotonic() < deadline:
+    while (left := processes_with_environment(EPOLLBOOK_TEST_TAG=tag)) and time.monotonic() < deadline:
         time.sleep(0.1)
     for process in left:
         process.kill()

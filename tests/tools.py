@@ -118,3 +118,21 @@ def wait_for_printed(process, pattern, timeout=10.0):
                     return match
     raise TimeoutError(f"no line matching {pattern.pattern!r} within {timeout:g} s "
                        f"(exit status {process.poll()}); it printed: {printed.decode('utf-8', 'replace')!r}")
+
+
+def processes_with_environment(**variables):
+    """Live processes whose environment holds every NAME=value in *variables* (a value of None: any value).
+
+    Processes inherit their environment, so a variable set for one run marks
+    everything that run started, even after their parent is gone.
+    """
+    found = []
+    for process in psutil.process_iter():
+        try:
+            environment = process.environ()
+            if process.status() != psutil.STATUS_ZOMBIE and all(
+                    name in environment and value in (None, environment[name]) for name, value in variables.items()):
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return found

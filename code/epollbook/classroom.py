@@ -108,12 +108,11 @@ def exercise_table(book=REPOSITORY / "book"):
 
     rows = ["| chapter | exercise (grade id) | what it checks that the student can do | points | minutes |",
             "| --- | --- | --- | ---: | ---: |"]
-    for exercise in exercises(book):
+    found = exercises(book)
+    for exercise in found:
         rows.append(f"| {exercise.notebook} | `{exercise.grade_id}` | {exercise.objective} | "
                     f"{exercise.points:g} | {exercise.minutes} |")
-    total_points = sum(e.points for e in exercises(book))
-    total_minutes = sum(e.minutes for e in exercises(book))
-    rows.append(f"| | **all** | | **{total_points:g}** | **{total_minutes}** |")
+    rows.append(f"| | **all** | | **{sum(e.points for e in found):g}** | **{sum(e.minutes for e in found)}** |")
     return Markdown("\n".join(rows))
 
 

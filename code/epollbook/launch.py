@@ -110,6 +110,13 @@ class Server:
         with self._changed:
             return b"".join(self._chunks).decode("utf-8", "replace")
 
+    @property
+    def traceback(self):
+        """The last traceback the server printed (from its 'Traceback' line on), or '' if none."""
+        output = self.output
+        start = output.rfind("Traceback (most recent call last)")
+        return output[start:] if start >= 0 else ""
+
     def wait_for_output(self, text, timeout=5.0):
         """Wait until the server has printed *text*; return all its output.
 

@@ -113,10 +113,6 @@ def open_fds(pid):
     return dict(sorted(fds.items()))
 
 
-def socket_count(pid):
-    """How many sockets *pid* has open."""
-    return sum(target.startswith("socket:") for target in open_fds(pid).values())
-
 
 TCP_STATES = {
     1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT",
