@@ -1,9 +1,12 @@
 """The launcher, epollbook.launch: a server starts on a free port, says when it listens, and never outlives its owner.
 
-Re-running a notebook cell, and a kernel killed with SIGKILL, need a real
-kernel: test_launch_in_a_kernel.py covers them.
+Also its two parts: epollbook.output (what a server prints, bounded) and
+epollbook.lifeline (a child that dies with its owner). Re-running a notebook
+cell, and a kernel killed with SIGKILL, need a real kernel:
+test_launch_in_a_kernel.py covers them.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +20,8 @@ from epollbook import catalog
 from epollbook.probes import open_fds
 from epollbook.clients import http_get
 from epollbook.launch import ServerDidNotStart, serve
+from epollbook.lifeline import Lifeline
+from epollbook.output import READ_SIZE, Output
 from tools import accepts_connections, is_gone, listening_socket, no_server_left_running, wait_for_printed
 
 HELLO = b"Hello, world!"
@@ -196,3 +201,116 @@ def test_starting_and_stopping_servers_leaks_no_file_descriptor():
             http_get(server)
     leaked = {fd: target for fd, target in open_fds("self").items() if fd not in before}
     assert not leaked, f"file descriptors left open after five servers came and went: {leaked}"
+
+
+def pipe_ends_held(pid, inode):
+    """The ways *pid* holds pipe *inode* open: a list of 'read' and 'write', one per descriptor."""
+    held = []
+    for fd, target in open_fds(pid).items():
+        if target == f"pipe:[{inode}]":
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                flags = int(next(line for line in info if line.startswith("flags:")).split()[1], 8)
+            held.append("write" if flags & os.O_ACCMODE == os.O_WRONLY else "read")
+    return held
+
+
+def test_only_the_owner_holds_a_servers_lifeline_not_the_server_nor_a_later_server():
+    before = open_fds("self")
+    with serve("example2") as first:
+        first_pipes = {int(target[6:-1]) for fd, target in open_fds("self").items()
+                       if fd not in before and target.startswith("pipe:")}
+        with serve("example2") as second:
+            for inode in first_pipes:
+                assert pipe_ends_held(second.pid, inode) == [], \
+                    f"the second server holds pipe {inode} of the first: {pipe_ends_held(second.pid, inode)}"
+            lifelines = [inode for inode in first_pipes if "write" in pipe_ends_held(os.getpid(), inode)]
+            assert len(lifelines) == 1, f"the owner holds write ends of {len(lifelines)} of the first's pipes, not 1"
+            held = pipe_ends_held(first.pid, lifelines[0])
+            assert held == ["read"], f"the first server holds its own lifeline as {held}, not once for reading"
+
+
+# -- the lifeline, alone -------------------------------------------------------
+
+
+WATCHING_CHILD = ("import time\nfrom epollbook.lifeline import exit_with_owner\n"
+                  "exit_with_owner()\nprint('watching', flush=True)\ntime.sleep(60)")
+
+
+def test_a_child_on_a_lifeline_exits_when_its_owner_cuts_it():
+    lifeline = Lifeline()
+    child = lifeline.popen([sys.executable, "-c", WATCHING_CHILD], stdout=subprocess.PIPE)
+    try:
+        wait_for_printed(child, "^watching$")
+        lifeline.cut()
+        lifeline.cut()  # harmless the second time
+        assert child.wait(5) == 0, f"the child exited with status {child.returncode} once the line was cut"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+def test_a_lifeline_holds_one_child_only():
+    lifeline = Lifeline()
+    child = lifeline.popen([sys.executable, "-c", "pass"])
+    try:
+        with pytest.raises(RuntimeError, match="already holds a child"):
+            lifeline.popen([sys.executable, "-c", "pass"])
+    finally:
+        lifeline.cut()
+        child.wait()
+
+
+def test_a_child_given_a_lifeline_variable_that_is_no_descriptor_says_so_in_one_line():
+    refused = subprocess.run([sys.executable, "-c", WATCHING_CHILD], capture_output=True, text=True, timeout=10,
+                             env={**os.environ, "EPOLLBOOK_LIFELINE_FD": "nope"})
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, \
+        f"exit status {refused.returncode}, stderr {refused.stderr!r}"
+    assert "does not name an open file descriptor" in refused.stderr, f"it said {refused.stderr!r}"
+
+
+# -- what a server prints, alone ---------------------------------------------------
+
+
+@pytest.fixture
+def pipe():
+    """A real pipe: (Output reading its read end, its write end as a binary file)."""
+    read_end, write_end = os.pipe()
+    with open(write_end, "wb", buffering=0) as writer:
+        yield open(read_end, "rb"), writer
+
+
+def test_output_keeps_the_newest_lines_within_its_limit_and_on_line_sees_every_line(pipe):
+    reader, writer = pipe
+    seen = []
+    output = Output(reader, limit=100, on_line=seen.append)
+    lines = [f"line {n:03}\n".encode() for n in range(50)]  # 9 bytes each, 450 in all
+    writer.write(b"".join(lines))
+    writer.close()
+    assert output.wait_closed(5), "the output was not closed 5 s after the writer closed"
+    kept = output.text
+    assert len(kept) <= 100 and kept.endswith("line 049\n"), f"it kept {len(kept)} characters: {kept!r}"
+    assert kept == "".join(line.decode() for line in lines[-len(kept.splitlines()):]), f"not whole lines: {kept!r}"
+    assert seen == lines, f"on_line saw {len(seen)} lines of {len(lines)}"
+
+
+def test_output_reads_a_line_without_end_in_pieces_so_it_cannot_grow_without_end(pipe):
+    reader, writer = pipe
+    output = Output(reader, limit=READ_SIZE)
+    writer.write(b"x" * (3 * READ_SIZE + 5))
+    writer.close()
+    assert output.wait_closed(5), "the output was not closed 5 s after the writer closed"
+    assert output.text == "x" * 5, f"kept {len(output.text)} characters, not the last 5-byte piece"
+
+
+def test_output_wait_for_returns_false_at_once_when_the_process_closes_without_printing_it(pipe):
+    reader, writer = pipe
+    output = Output(reader)
+    writer.write(b"something else\n")
+    writer.close()
+    start = time.monotonic()
+    found = output.wait_for("never printed", timeout=10)
+    waited = time.monotonic() - start
+    assert found is False and waited < 5, f"wait_for returned {found} after {waited:.1f} s"
+    assert output.wait_for("something", timeout=0) is True, f"it does not find what was printed: {output.text!r}"

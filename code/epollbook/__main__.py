@@ -2,16 +2,13 @@
 
 import argparse
 import errno
-import os
 import runpy
 import sys
-import threading
 import traceback
 
 from epollbook import catalog
 from epollbook.examples.command_line import add_address_arguments
-
-LIFELINE_VARIABLE = "EPOLLBOOK_LIFELINE_FD"
+from epollbook.lifeline import exit_with_owner
 
 
 def _list(args):
@@ -21,26 +18,9 @@ def _list(args):
     return 0
 
 
-def _die_with_parent(fd):
-    """Exit as soon as the launching process is gone, however it died.
-
-    The launcher keeps the write end of a pipe whose read end is *fd*; nobody ever
-    writes to it, so ``read`` returns only when every write end is closed: when the
-    launcher stops the server, exits, or is killed (even with SIGKILL, which no
-    handler of its own could catch).
-    """
-    def watch():
-        os.read(fd, 1)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="lifeline", daemon=True).start()
-
-
 def _serve(args):
     module = catalog.module_of(args.name)
-    lifeline = os.environ.pop(LIFELINE_VARIABLE, None)
-    if lifeline is not None:
-        _die_with_parent(int(lifeline))
+    exit_with_owner()  # started by epollbook.launch: gone when the launcher is
     # The example reads its address from the command line, as when run by hand.
     sys.argv = [module, "--host", args.host, "--port", str(args.port), "--backlog", str(args.backlog)]
     try:

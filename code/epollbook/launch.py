@@ -17,9 +17,11 @@ example 1 serves exactly one connection and a probe would spend it.
 A server never outlives what started it. It runs in a process group of its own
 and is stopped (SIGTERM, then SIGKILL) by ``stop()``, at the end of a ``with``
 block, when the Python process exits normally (``atexit``), and, through a pipe
-the server watches, when that process dies any other way, ``kill -9`` included.
-In a notebook, re-running the cell that started a server stops the one that
-cell started before, so a cell run twice leaves one server, not two.
+the server watches, when that process dies any other way, ``kill -9`` included
+(``epollbook.lifeline`` explains how). In a notebook, re-running the cell that
+started a server stops the one that cell started before, so a cell run twice
+leaves one server, not two. What the server prints is read and bounded by
+``epollbook.output``.
 """
 
 import atexit
@@ -28,17 +30,12 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 
 from epollbook import catalog
-from epollbook.__main__ import LIFELINE_VARIABLE
+from epollbook.lifeline import Lifeline
+from epollbook.output import Output
 
 ANNOUNCEMENT = re.compile(rb"http://(?P<host>[0-9.]+):(?P<port>\d+)/")
-
-# What a server prints is kept up to this many characters; a server stuck
-# printing in a loop must not fill the notebook's memory.
-OUTPUT_LIMIT = 1_000_000
 
 _running = {}          # pid -> Server, for atexit
 _started_by_cell = {}  # (cell file, line, name) -> (execution count, [Server, ...])
@@ -52,34 +49,27 @@ class Server:
     """A server running in a background process.
 
     Attributes: ``name``, ``host``, ``port``, ``address`` (``(host, port)``),
-    ``url``, ``pid``. ``output`` is what it printed (stdout and stderr, in order).
+    ``url``, ``pid``. ``output`` is what it printed (stdout and stderr, in order,
+    the last megabyte of it); ``traceback`` the last traceback in it.
+    Methods: ``wait_for_output(text)``, ``wait()``, ``interrupt()``, ``stop()``;
+    ``running`` and ``returncode`` say whether it still runs.
     """
 
     def __init__(self, name, argv, *, ready_timeout=10.0):
         self.name = name
         self.host = self.port = None
-        self._chunks, self._size = [], 0
-        self._changed = threading.Condition()
-        self._finished_reading = False
-        lifeline_read, self._lifeline = os.pipe()
-        try:
-            self._process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                pass_fds=(lifeline_read,),
-                env={**os.environ, "PYTHONUNBUFFERED": "1", LIFELINE_VARIABLE: str(lifeline_read)},
-                start_new_session=True,  # a group of its own: Ctrl-C in a terminal or a kernel interrupt leaves it alone
-            )
-        except BaseException:
-            os.close(self._lifeline)
-            raise
-        finally:
-            os.close(lifeline_read)
+        self._lifeline = Lifeline()
+        self._process = self._lifeline.popen(
+            argv,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a group of its own: Ctrl-C in a terminal or a kernel interrupt leaves it alone
+        )
         self.pid = self._process.pid
         _running[self.pid] = self
-        threading.Thread(target=self._read_output, name=f"{name} output", daemon=True).start()
+        self._output = Output(self._process.stdout, name=name, on_line=self._notice_announcement)
         try:
             self._wait_until_listening(ready_timeout)
         except BaseException:
@@ -88,27 +78,15 @@ class Server:
 
     # -- what it prints -------------------------------------------------
 
-    def _read_output(self):
-        # Lines are read 64 KiB at most at a time: a line without end must not grow without end.
-        for line in iter(lambda: self._process.stdout.readline(65536), b""):
-            with self._changed:
-                if self.port is None and (match := ANNOUNCEMENT.search(line)):
-                    self.host, self.port = match["host"].decode(), int(match["port"])
-                self._chunks.append(line)
-                self._size += len(line)
-                while self._size > OUTPUT_LIMIT and len(self._chunks) > 1:
-                    self._size -= len(self._chunks.pop(0))
-                self._changed.notify_all()
-        self._process.stdout.close()
-        with self._changed:
-            self._finished_reading = True
-            self._changed.notify_all()
+    def _notice_announcement(self, line):
+        # Called by the output's reader for each line: the first announcement says where it listens.
+        if self.port is None and (match := ANNOUNCEMENT.search(line)):
+            self.host, self.port = match["host"].decode(), int(match["port"])
 
     @property
     def output(self):
         """Everything the server has printed so far, as text."""
-        with self._changed:
-            return b"".join(self._chunks).decode("utf-8", "replace")
+        return self._output.text
 
     @property
     def traceback(self):
@@ -122,23 +100,17 @@ class Server:
 
         Raises ``TimeoutError`` saying what it printed instead.
         """
-        with self._changed:
-            printed = self._changed.wait_for(
-                lambda: text in b"".join(self._chunks).decode("utf-8", "replace") or self._finished_reading,
-                timeout,
-            )
-        if text in self.output:
+        if self._output.wait_for(text, timeout):
             return self.output
-        if printed:  # it stopped printing: it has exited
+        if self._output.closed:  # it stopped printing: it has exited
             raise TimeoutError(f"{self.name} exited (status {self._process.wait()}) without printing {text!r}; "
                                f"it printed:\n{self.output}")
         raise TimeoutError(f"{self.name} did not print {text!r} within {timeout:g} s; it printed:\n{self.output}")
 
     def _wait_until_listening(self, timeout):
-        with self._changed:
-            self._changed.wait_for(lambda: self.port is not None or self._finished_reading, timeout)
+        self._output.wait_until(lambda: self.port is not None, timeout)  # ends early if the server exits
         if self.port is None:
-            state = "exited" if self._finished_reading else f"did not say it listens within {timeout:g} s"
+            state = "exited" if self._output.closed else f"did not say it listens within {timeout:g} s"
             raise ServerDidNotStart(f"{self.name} {state}; it printed:\n{self.output or '(nothing)'}")
 
     # -- where it listens -------------------------------------------------
@@ -211,13 +183,10 @@ class Server:
                 pass
 
     def _finish(self):
-        """Forget a server that has exited: close the pipe, wait for the last output."""
+        """Forget a server that has exited: cut its lifeline, wait for its last output."""
         _running.pop(self.pid, None)
-        if self._lifeline is not None:
-            os.close(self._lifeline)
-            self._lifeline = None
-        with self._changed:
-            self._changed.wait_for(lambda: self._finished_reading, 2.0)
+        self._lifeline.cut()
+        self._output.wait_closed(2.0)
 
     def __enter__(self):
         return self
