@@ -8,13 +8,20 @@ programs, when installed), ``exchange`` (raw bytes in, raw bytes out).
 
 Rude, as real clients are: ``stalled_client`` (sends part of a request, then
 nothing), ``early_close_client`` (sends part of a request, then hangs up),
-``reset_client`` (sends part of a request, then resets the connection).
+``reset_client`` (sends part of a request, then resets the connection),
+``streaming_client`` (sends a request that never ends, as fast as it can).
+
+For code that plays the server's side itself (the exercise checks):
+``connected_pair`` (both ends of a real TCP connection), ``peek`` (has the
+other side sent or closed anything yet?) and ``reset`` (end a connection
+with an RST).
 """
 
 import contextlib
 import dataclasses
 import http.client
 import re
+import select
 import shutil
 import socket
 import struct
@@ -100,17 +107,25 @@ def http_get(target, path="/", timeout=5.0):
         connection.close()
 
 
-def curl(target, *options, path="/", timeout=10.0):
+def curl(target, *options, path="/", timeout=10.0, binary=False):
     """Run the real curl on *target* with *options*; return what it printed.
 
-    ``curl(server, "-i")`` shows the response's headers too. Raises
-    ``ToolMissing`` if curl is not installed.
+    ``curl(server, "-i")`` shows the response's headers too. The output is
+    text with plain line ends, or with *binary* the bytes exactly as curl
+    wrote them. Raises ``ToolMissing`` if curl is not installed, and
+    ``CurlFailed`` (with curl's own message) if curl fails.
     """
     command = [require_tool("curl"), "--silent", "--show-error", "--max-time", str(timeout), *options, url_of(target, path)]
     finished = subprocess.run(command, capture_output=True, timeout=timeout + 5)
     if finished.returncode != 0:
-        raise RuntimeError(f"curl failed (exit {finished.returncode}): {finished.stderr.decode(errors='replace').strip()}")
+        raise CurlFailed(f"curl failed (exit {finished.returncode}): {finished.stderr.decode(errors='replace').strip()}")
+    if binary:
+        return finished.stdout
     return finished.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+class CurlFailed(RuntimeError):
+    """curl ran and failed: refused, timed out, or could not read the response."""
 
 
 @dataclasses.dataclass
@@ -261,7 +276,107 @@ def early_close_client(target, sent=FIRST_LINE):
 
 
 def reset_client(target, sent=FIRST_LINE):
-    """Connect, send *sent*, then reset the connection (``SO_LINGER`` 0: an RST, not a FIN)."""
-    with socket.create_connection(address_of(target), timeout=5.0) as sock:
+    """Connect, send *sent*, then reset the connection (an RST, not a FIN)."""
+    sock = socket.create_connection(address_of(target), timeout=5.0)
+    try:
         sock.sendall(sent)
+    finally:
+        reset(sock)
+
+
+def reset(sock):
+    """Close *sock* with a reset: ``SO_LINGER`` of 0 makes ``close()`` send an RST instead of a FIN."""
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@dataclasses.dataclass
+class Stream:
+    """What ``streaming_client`` saw: how much it sent, how it ended, what came back."""
+
+    sent: int        # bytes the client's send() calls took
+    ended: str       # 'cut' (the server closed or reset), 'stalled' (the server stopped reading), 'sent all'
+    answer: bytes    # what the server sent back before the end, if anything
+
+
+def streaming_client(target, *, most=1 << 20, stall=2.0):
+    """Send a request line, then header bytes without end and without pause, until the server cuts it off.
+
+    Stops after *most* bytes (the server did not cut it off: ``ended ==
+    'sent all'``), or when no byte has gone out for *stall* seconds (the server
+    stopped reading and kept the connection open: ``'stalled'``). Its send
+    buffer is small, so what it has sent is close to what the server has read.
+    Returns a ``Stream``.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    answer, sent, ended = [], 0, "sent all"
+    try:
+        sock.settimeout(stall)
+        sock.connect(address_of(target))
+        sent += sock.send(FIRST_LINE)
+        filler = b"X-Filler: " + b"x" * 4000 + b"\r\n"
+        while sent < most:
+            sent += sock.send(filler)
+            if (waiting := peek(sock)) is not None:  # an answer, or the server closed
+                answer.append(waiting)
+                ended = "cut"
+                break
+    except socket.timeout:
+        ended = "stalled"
+    except OSError:  # EPIPE or ECONNRESET: the server closed, with our bytes unread
+        ended = "cut"
+    finally:
+        with contextlib.suppress(OSError):
+            sock.settimeout(0.5)
+            answer.append(read_until_closed(sock))
+        reset(sock)
+    return Stream(sent, ended, b"".join(answer))
+
+
+# -- both ends, for code that plays the server ------------------------------
+
+
+@contextlib.contextmanager
+def connected_pair():
+    """Yield ``(client, server_side)``: the two ends of a real TCP connection on 127.0.0.1.
+
+    The client sends each piece at once (``TCP_NODELAY``) and times out after
+    5 s. Both ends are closed when the block ends; the server's side is shut
+    down first, which wakes any code still blocked on it.
+    """
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5.0)
+        server_side, _ = listener.accept()
+    client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        yield client, server_side
+    finally:
+        client.close()
+        with contextlib.suppress(OSError):
+            server_side.shutdown(socket.SHUT_RDWR)
+        server_side.close()
+
+
+def wait_readable(sock, timeout):
+    """Wait up to *timeout* seconds for *sock* to have bytes to read, or the other end's close; return True if so."""
+    readable = select.poll()  # poll(), not epoll: it needs no file descriptor of its own
+    readable.register(sock, select.POLLIN)
+    return bool(readable.poll(timeout * 1000))
+
+
+def peek(sock, size=4096):
+    """What the other end of *sock* has sent that is not read yet, without reading it.
+
+    Returns ``None`` if nothing has arrived, ``b''`` if the other end has
+    closed (or reset) and nothing is left, else up to *size* bytes waiting.
+    Never blocks.
+    """
+    # Asked first, because a socket with a timeout waits for data inside recv(), MSG_DONTWAIT or not.
+    if not wait_readable(sock, 0):
+        return None
+    try:
+        return sock.recv(size, socket.MSG_PEEK)
+    except ConnectionResetError:
+        return b""

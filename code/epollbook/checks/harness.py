@@ -1,0 +1,241 @@
+"""The harness every exercise check runs on.
+
+Some facts about checking a reader's code against live sockets
+---------------------------------------------------------------
+
+A check calls the reader's function with real sockets it made itself (a
+connected pair, a listening socket), drives real clients at them, and judges
+what came back. Four facts shape how.
+
+The reader's code runs in a thread of this process, not in a subprocess, so
+that it can be handed sockets and its results inspected. A Python thread
+cannot be killed. An answer that hangs is given up on after a time limit, and
+the check then *shuts down* the sockets it handed over: ``shutdown()`` wakes a
+thread blocked on a socket, while ``close()`` from another thread does not on
+Linux (close(2)). A thread spinning in pure Python keeps spinning; the message
+then says to restart the kernel.
+
+Time limits catch code that hangs; they never judge speed. No verdict depends
+on how fast a right answer is: each limit is many times what the book's
+solutions need on a machine whose cores are all busy with something else (the
+test suite grades the solutions under such a load).
+
+Some verdicts need to know that the reader's code has done everything it is
+going to do in response to something: "the server answered before the request
+was complete" is only true once the server has had its chance to answer. A
+fixed pause is a guess that a loaded machine proves wrong. ``settle()`` waits
+instead until every other thread of this process is asleep in the kernel: then
+the reader's code is blocked in a call (``recv()``, ``accept()``, a sleep), and
+whatever it sent has already reached our end of a loopback connection.
+
+Every check says what went wrong in one sentence, as ``CheckFailed`` (an
+``AssertionError``), and prints one line per case that passed. An unsolved
+stub (``raise NotImplementedError()``) fails with "not written yet".
+"""
+
+import contextlib
+import os
+import resource
+import socket
+import threading
+import time
+
+SECONDS = 2.0
+"""How long the reader's code may take for one case before the check calls it stuck."""
+
+ANSWER_SECONDS = 3.0
+"""How long a polite client waits for a server's answer."""
+
+
+class CheckFailed(AssertionError):
+    """An exercise's check failed; the message says what was expected and what happened."""
+
+
+def passed(message):
+    """Print one case that passed."""
+    print(f"\N{HEAVY CHECK MARK} {message}")
+
+
+def short(data, limit=60):
+    """*data* as a literal of at most about *limit* characters, for a message."""
+    text = repr(data)
+    if len(text) <= limit:
+        return text
+    quote = text[-1] if text[-1] in "'\"" else ""
+    return text[:limit - 4] + "..." + quote
+
+
+# -- running the reader's code ----------------------------------------------
+
+
+class Running:
+    """The reader's function running in a thread: ``finished`` (an Event), ``value``, ``error``, ``thread_id``."""
+
+    def __init__(self, function, *args):
+        self.function = function
+        self.finished = threading.Event()
+        self.value = self.error = None
+        self._thread = threading.Thread(target=self._run, args=args, daemon=True,
+                                        name=f"exercise {getattr(function, '__name__', function)}")
+        self._thread.start()
+        self.thread_id = self._thread.native_id
+
+    def _run(self, *args):
+        try:
+            self.value = self.function(*args)
+        except BaseException as error:  # handed to the check, which judges it
+            self.error = error
+        finally:
+            self.finished.set()
+
+    def describe(self):
+        """What the call did, as the end of a sentence: "it returned ..." or "it raised ..."."""
+        if not self.finished.is_set():
+            return "it was still running"
+        if self.error is None:
+            return f"it returned {short(self.value)}"
+        return f"it raised {type(self.error).__name__}: {self.error}"
+
+
+def fail_if_not_written(function, error):
+    """Raise the stub's one-line ``CheckFailed`` if *error* is the stub's ``NotImplementedError``."""
+    if isinstance(error, NotImplementedError):
+        raise CheckFailed(f"{function.__name__} is not written yet (it raises NotImplementedError): "
+                          "replace the stub with your code, run its cell, then this one") from None
+
+
+def wake_and_close(sock):
+    """Wake whatever blocks on *sock* (``shutdown()``), then close it."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def finish(running, stuck, *, seconds=SECONDS, unblock=()):
+    """Wait for *running* to end; return it.
+
+    If it is still running after *seconds*, wake it through the sockets in
+    *unblock* and raise ``CheckFailed`` with the sentence *stuck*. A stub fails
+    with "not written yet".
+    """
+    if not running.finished.wait(seconds):
+        for sock in unblock:
+            wake_and_close(sock)
+        running.finished.wait(1.0)
+        raise CheckFailed(stuck + ("" if running.finished.is_set() else
+                                   " (it is still running in the background: restart the kernel to stop it)"))
+    if running.error is not None:
+        fail_if_not_written(running.function, running.error)
+    return running
+
+
+def call(function, *args, letting_through=(OSError,)):
+    """Call the reader's *function* under the time limit; return its value.
+
+    Exceptions in *letting_through* are raised for the check to judge; any
+    other becomes a ``CheckFailed`` that names it.
+    """
+    shown = f"{function.__name__}({', '.join(short(arg) for arg in args)})"
+    running = finish(Running(function, *args), f"{shown} did not return within {SECONDS:g} s")
+    if isinstance(running.error, letting_through):
+        raise running.error
+    if running.error is not None:
+        raise CheckFailed(f"expected {shown} to return; it raised "
+                          f"{type(running.error).__name__}: {running.error}") from running.error
+    return running.value
+
+
+# -- waiting for the reader's code to be done ---------------------------------
+
+
+def _sleeping_threads_other_than(me):
+    """True if every thread of this process but *me* is asleep in the kernel (state S or D)."""
+    for task in os.listdir("/proc/self/task"):
+        if int(task) == me:
+            continue
+        try:
+            with open(f"/proc/self/task/{task}/stat") as stat:
+                text = stat.read()
+        except OSError:  # the thread has just ended
+            continue
+        if text[text.rindex(")") + 2] not in "SDZXI":
+            return False
+    return True
+
+
+class _ThreadWatcher:
+    """One thread's state, read through a descriptor opened beforehand: it keeps working when no descriptor is left."""
+
+    def __init__(self, thread_id):
+        self._stat = os.open(f"/proc/self/task/{thread_id}/stat", os.O_RDONLY)
+
+    def asleep(self):
+        """True if the thread sleeps in the kernel, or has ended."""
+        try:
+            text = os.pread(self._stat, 4096, 0).decode()
+        except OSError:  # ESRCH: the thread has ended
+            return True
+        return not text or text[text.rindex(")") + 2] not in "R"
+
+    def wait_until_asleep(self, timeout):
+        """Wait until the thread is asleep twice in a row, 2 ms apart; return False after *timeout* s if it never is."""
+        deadline = time.monotonic() + timeout
+        asleep_before = False
+        while time.monotonic() < deadline:
+            asleep = self.asleep()
+            if asleep and asleep_before:
+                return True
+            asleep_before = asleep
+            time.sleep(0.002)
+        return False
+
+    def close(self):
+        os.close(self._stat)
+
+
+@contextlib.contextmanager
+def thread_watcher(thread_id):
+    """Yield a watcher of thread *thread_id* of this process (``asleep()``, ``wait_until_asleep(timeout)``)."""
+    watcher = _ThreadWatcher(thread_id)
+    try:
+        yield watcher
+    finally:
+        watcher.close()
+
+
+def settle(timeout=1.0):
+    """Wait until every other thread of this process is asleep (twice in a row, 2 ms apart); return True.
+
+    Returns False if that does not happen within *timeout* seconds (a thread
+    that spins never sleeps): the caller goes on with what it has.
+    """
+    me = threading.get_native_id()
+    deadline = time.monotonic() + timeout
+    asleep_before = False
+    while time.monotonic() < deadline:
+        asleep = _sleeping_threads_other_than(me)
+        if asleep and asleep_before:
+            return True
+        asleep_before = asleep
+        time.sleep(0.002)
+    return False
+
+
+# -- a shortage of file descriptors -----------------------------------------------
+
+
+@contextlib.contextmanager
+def no_file_descriptors_left():
+    """Within the block, any new file descriptor in this process fails with EMFILE ("Too many open files").
+
+    The soft ``RLIMIT_NOFILE`` is lowered below every descriptor already open,
+    as if the process had opened its fill, and put back when the block ends.
+    Descriptors that are open stay usable. Keep the block short: it holds for
+    every thread of the process.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (3, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
