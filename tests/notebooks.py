@@ -1,34 +1,36 @@
-"""The book's notebooks and their exercises, as the tests see them."""
+"""The book's notebooks and their exercises, as the tests see them.
+
+A thin layer over ``epollbook.exercises``, which holds the one definition of a
+chapter and an exercise that the classroom uses too; the names here are the
+ones test modules import.
+"""
 
 import pathlib
 
 import nbformat
 
+from epollbook import exercises as book_exercises
+from epollbook.exercises import grading  # noqa: F401 (tests import it from here)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
 NOTEBOOKS = sorted(BOOK.glob("*.ipynb"))
-CHAPTERS = sorted(BOOK.glob("[0-9][0-9]-*.ipynb"))  # the appendices that are notebooks have no exercises
+CHAPTERS = book_exercises.chapters(BOOK)  # the appendices that are notebooks have no exercises
 
 
 def read(path):
     return nbformat.read(path, as_version=4)
 
 
-def grading(cell):
-    return cell.get("metadata", {}).get("nbgrader", {})
-
-
 def exercises(path):
     """``[(grade_id, solution cell, check cell)]`` of a notebook: a check's grade_id is its solution's plus '-check'."""
-    cells = read(path).cells
-    by_id = {grading(cell)["grade_id"]: cell for cell in cells if grading(cell).get("grade_id")}
-    return [(grade_id, cell, by_id.get(f"{grade_id}-check"))
-            for grade_id, cell in by_id.items() if grading(cell).get("solution")]
+    return [(exercise.grade_id, exercise.solution, exercise.check) for exercise in book_exercises.in_notebook(path)]
 
 
 def all_exercises():
     """Every exercise of the book, as pytest parameters named notebook::grade_id."""
     import pytest
 
-    return [pytest.param(path, grade_id, solution, check, id=f"{path.stem}::{grade_id}")
-            for path in CHAPTERS for grade_id, solution, check in exercises(path)]
+    return [pytest.param(exercise.notebook, exercise.grade_id, exercise.solution, exercise.check,
+                         id=f"{exercise.chapter}::{exercise.grade_id}")
+            for exercise in book_exercises.exercises(BOOK)]
