@@ -48,9 +48,9 @@ def read_response(raw, asked_for):
     """
     head, blank, body = raw.partition(b"\r\n\r\n")
     if not blank:
-        if b"\n\n" in raw:
+        if b"\n\n" in raw or b"\n\r\n" in raw:
             raise CheckFailed(f"expected every line of the head of {asked_for} to end in \\r\\n, as HTTP requires; "
-                              "its head ends with a bare \\n\\n (lenient clients forgive it, the standard does not)")
+                              "some end in a bare \\n (lenient clients forgive it, the standard does not)")
         raise CheckFailed(f"expected the head of {asked_for} to end with an empty line (\\r\\n\\r\\n) before the body; "
                           f"there is none in {short(raw)}")
     if b"\n" in head.replace(b"\r\n", b""):
