@@ -380,3 +380,58 @@ def peek(sock, size=4096):
         return sock.recv(size, socket.MSG_PEEK)
     except ConnectionResetError:
         return b""
+
+
+# -- clients for chapters 1-2 ----------------------------------------------
+
+
+class Background:
+    """A blocking call running in a thread of its own (see ``in_background``).
+
+    ``thread`` is that thread (``probes.process_state(os.getpid(), thread=...)``
+    shows where it waits), ``done`` says whether the call has returned or
+    raised, ``result()`` gives what it returned.
+    """
+
+    def __init__(self, call, *args):
+        self._returned = self._raised = None
+        self._finished = threading.Event()
+
+        def run():
+            try:
+                self._returned = call(*args)
+            except BaseException as error:  # kept for result(), not printed by the thread
+                self._raised = error
+            finally:
+                self._finished.set()
+
+        name = f"in_background({getattr(call, '__qualname__', 'call')})"
+        self.thread = threading.Thread(target=run, name=name, daemon=True)
+        self.thread.start()
+
+    @property
+    def done(self):
+        """True once the call has returned or raised."""
+        return self._finished.is_set()
+
+    def result(self, timeout=5.0):
+        """Wait up to *timeout* seconds for the call; return what it returned, or raise what it raised.
+
+        Raises ``TimeoutError`` if it is still running then.
+        """
+        if not self._finished.wait(timeout):
+            raise TimeoutError(f"{self.thread.name} is still running after {timeout:g} s")
+        if self._raised is not None:
+            raise self._raised
+        return self._returned
+
+
+def in_background(call, *args):
+    """Start ``call(*args)`` in a daemon thread of its own; return a ``Background`` at once.
+
+    For watching a call that blocks while a cell goes on:
+    ``in_background(listener.accept)`` waits for a client,
+    ``in_background(read_until_closed, sock)`` reads what a server sends.
+    The thread never prints: what the call raises is raised again by ``result()``.
+    """
+    return Background(call, *args)
