@@ -43,3 +43,13 @@ def test_line_by_line_explanations_quote_code_that_exists(notebook):
     missing = [code for code in quoted if code not in EXAMPLE_SOURCES]
     assert quoted, f"{notebook.name} explains no line of the article's code"
     assert not missing, f"{notebook.name} quotes code that no example contains: {missing}"
+
+
+PAGE_WIDTH = 79  # characters of code the book's column shows without a scroll bar
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_code_fits_the_page_without_scrolling_sideways(notebook):
+    long = [f"cell {index}: {line!r}" for index, cell in enumerate(read(notebook).cells) if cell.cell_type == "code"
+            for line in cell.source.splitlines() if len(line) > PAGE_WIDTH]
+    assert not long, f"{notebook.name}: code lines longer than {PAGE_WIDTH} characters:\n" + "\n".join(long)

@@ -178,8 +178,8 @@ def returns_only_once_closed(serversocket):
         _serve(connection)
 
 
-def _accepting(serve_one):
-    """A server loop that is right about accept(), around *serve_one*."""
+def _accepting(serve_one, name):
+    """A server loop that is right about accept(), around *serve_one*; *name* tells the tests which it is."""
     def serve_forever(serversocket):
         while True:
             try:
@@ -190,6 +190,7 @@ def _accepting(serve_one):
                 time.sleep(0.05)
                 continue
             serve_one(connection)
+    serve_forever.__name__ = name
     return serve_forever
 
 
@@ -242,15 +243,29 @@ def _answers_at_the_limit(connection):
             pass
 
 
+def _closes_only_what_it_answers_or_refuses(connection):
+    connection.settimeout(1.0)
+    try:
+        _read(connection)
+        connection.sendall(RESPONSE)
+        connection.close()
+    except ValueError:
+        connection.close()
+    except OSError:
+        pass  # dropped, but left open
+
+
 def _limit_too_large(connection):
     _serve(connection, read=lambda c: _read(c, limit=16 << 20))
 
 
-no_timeout = _accepting(_no_timeout)
-never_closes = _accepting(_never_closed)
-no_size_limit = _accepting(_no_limit)
-answers_at_the_limit = _accepting(_answers_at_the_limit)
-limit_of_16_mib = _accepting(_limit_too_large)
+no_timeout = _accepting(_no_timeout, "no_timeout")
+never_closes = _accepting(_never_closed, "never_closes")
+no_size_limit = _accepting(_no_limit, "no_size_limit")
+answers_at_the_limit = _accepting(_answers_at_the_limit, "answers_at_the_limit")
+limit_of_16_mib = _accepting(_limit_too_large, "limit_of_16_mib")
+leaves_dropped_connections_open = _accepting(_closes_only_what_it_answers_or_refuses,
+                                             "leaves_dropped_connections_open")
 
 
 # -- serve_forever: right, written differently -----------------------------------
@@ -343,6 +358,7 @@ WRONG = [
     (C.check_serve_forever, no_size_limit, {}, "was still reading"),
     (C.check_serve_forever, limit_of_16_mib, {}, "was still reading"),
     (C.check_serve_forever, answers_at_the_limit, {}, "no 200 answer to a request that never ended"),
+    (C.check_serve_forever, leaves_dropped_connections_open, {}, "still open"),
     (C.check_serve_forever, stops_on_any_accept_error, {}, "EMFILE"),
     (C.check_serve_forever, never_returns, {}, "errno EINVAL, return"),
     (C.check_serve_forever, returns_only_once_closed, {}, "errno EINVAL, return"),

@@ -238,6 +238,16 @@ class _ServerUnderCheck:
                               f"{self.running.describe()}") from self.running.error
         passed("serve_forever returned once its listening socket was shut down")
 
+    def closed_every_connection(self):
+        """Every connection the server accepted must be closed by now: its clients are all gone."""
+        accepted = self.listener.accepted
+        still_open = [connection for connection in accepted if connection.fileno() != -1]
+        if still_open:
+            raise CheckFailed(f"expected every connection to be closed once its client was served or dropped; "
+                              f"{len(still_open)} of the {len(accepted)} it accepted are still open: close each one "
+                              "however its client ends (a `with connection:` block does)")
+        passed(f"closed every one of the {len(accepted)} connections it accepted")
+
     def close(self):
         """Close the listening socket and every connection it accepted, whatever the reader's code kept open."""
         wake_and_close(self.listener)
@@ -291,5 +301,6 @@ def check_serve_forever(serve_forever, *, hidden=False):
             server.cuts_off_a_request_without_end()
             server.survives_running_out_of_file_descriptors()
         server.returns_once_shut_down()
+        server.closed_every_connection()
     finally:
         server.close()
