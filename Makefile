@@ -52,11 +52,11 @@ lab: $(INSTALLED)
 
 # The classroom: nbgrader behind both; see the teacher's guide in the book.
 student: $(INSTALLED)
-	$(BIN)/python -m epollbook.classroom student --out $(STUDENT_DIR)
+	$(BIN)/python -m epollbook.classroom student --book book --out "$(STUDENT_DIR)"
 
 autograde: $(INSTALLED)
 	@test -n "$(SUBMISSIONS)" || { echo "Say where the submissions are: make autograde SUBMISSIONS=DIR (one folder per student inside)."; exit 2; }
-	$(BIN)/python -m epollbook.classroom autograde "$(SUBMISSIONS)" --out $(AUTOGRADED_DIR)
+	$(BIN)/python -m epollbook.classroom autograde "$(SUBMISSIONS)" --book book --out "$(AUTOGRADED_DIR)"
 
 clean:
 	rm -rf _build dist .pytest_cache

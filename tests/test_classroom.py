@@ -17,9 +17,8 @@ import nbformat
 import pytest
 
 from epollbook import classroom
-from notebooks import CHAPTERS, ROOT, exercises, grading, read
+from notebooks import BOOK, CHAPTERS, ROOT, exercises, grading, read
 from tools import processes_with_environment
-
 
 HANGING_ANSWERS = {  # one per notebook: loops that never return
     "make-response": "def make_response(text):\n    while True:\n        pass\n",
@@ -38,7 +37,8 @@ THIS_RUN = {"EPOLLBOOK_TEST_RUN": uuid.uuid4().hex}
 def make(*arguments):
     finished = subprocess.run(["make", "--no-print-directory", *arguments], cwd=ROOT, capture_output=True, text=True,
                               timeout=900, env={**os.environ, **THIS_RUN})
-    assert finished.returncode == 0, f"make {' '.join(arguments)} failed:\n{finished.stdout[-4000:]}\n{finished.stderr[-4000:]}"
+    assert finished.returncode == 0, \
+        f"make {' '.join(arguments)} failed:\n{finished.stdout[-4000:]}\n{finished.stderr[-4000:]}"
     return finished.stdout
 
 
@@ -80,7 +80,8 @@ def submissions(tmp_path_factory, student_version):
     second_exercises = [gid for gid, _, _ in exercises(second)]
 
     def delete(notebook):  # the first exercise's check cell, the second exercise's answer cell
-        notebook.cells = [c for c in notebook.cells if grade_id(c) not in (f"{first_exercises[0]}-check", first_exercises[1])]
+        deleted = (f"{first_exercises[0]}-check", first_exercises[1])
+        notebook.cells = [c for c in notebook.cells if grade_id(c) not in deleted]
     write_changed(first, folder / "deleter" / first.name, delete)
 
     def move_check_above_answer(notebook):
@@ -140,29 +141,38 @@ def test_student_version_has_stubs_and_no_hidden_tests_or_outputs(student_versio
         notebook = read(student_version / chapter.name)
         text = "\n".join(cell.source for cell in notebook.cells)
         assert "### BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text, f"{chapter.name}: markers left in"
-        assert text.count("raise NotImplementedError()") == len(exercises(chapter)), f"{chapter.name}: a stub is missing"
+        assert text.count("raise NotImplementedError()") == len(exercises(chapter)), \
+            f"{chapter.name}: a stub is missing"
         assert not any(cell.get("outputs") for cell in notebook.cells), f"{chapter.name}: outputs left in"
 
 
 def test_student_version_holds_no_solution_code_anywhere(student_version):
-    assert classroom.copied_solutions(student_version, classroom.solution_blocks()) == []
-    assert not (student_version / "code" / "epollbook" / "classroom.py").exists(), "the teacher's module was handed out"
+    assert classroom.copied_solutions(student_version, classroom.solution_blocks(BOOK)) == []
+    assert not (student_version / "code" / "epollbook" / "classroom").exists(), "the teacher's package was handed out"
 
 
 def test_the_solution_scan_finds_a_solution_copied_into_the_package(student_version, tmp_path):
     planted = tmp_path / "student"
     shutil.copytree(student_version, planted)
     _, solution, _ = exercises(CHAPTERS[-1])[-1]
-    with (planted / "code" / "epollbook" / "probes.py").open("a") as probes:
-        probes.write("\n" + solution.source + "\n")
-    assert classroom.copied_solutions(planted, classroom.solution_blocks()), "a copied solution went unnoticed"
+    with (planted / "code" / "epollbook" / "__init__.py").open("a") as module:
+        module.write("\n" + solution.source + "\n")
+    assert classroom.copied_solutions(planted, classroom.solution_blocks(BOOK)), "a copied solution went unnoticed"
 
 
 def test_student_version_has_what_a_student_needs_to_run_it(student_version):
-    for needed in ["README.md", "Makefile", "pyproject.toml", "code/epollbook/checks.py", "code/epollbook/launch.py"]:
+    for needed in ["README.md", "Makefile", "pyproject.toml", "requirements.txt"]:
         assert (student_version / needed).exists(), f"the student version lacks {needed}"
-    requirements = (student_version / "requirements.txt").read_text()
-    assert "-e ." in requirements and "jupyterlab==" in requirements, requirements
+    package = ROOT / "code" / "epollbook"
+    wanted = {path.relative_to(package) for path in package.rglob("*.py")
+              if "classroom" not in path.parts and "__pycache__" not in path.parts}
+    handed_out = {path.relative_to(student_version / "code" / "epollbook")
+                  for path in (student_version / "code" / "epollbook").rglob("*.py")}
+    assert handed_out == wanted, f"the handed-out package differs from the book's (without classroom/): " \
+                                 f"{sorted(map(str, handed_out ^ wanted))}"
+    requirements = (student_version / "requirements.txt").read_text().splitlines()
+    assert requirements[-1] == "-e ." and any(line.startswith("jupyterlab==") for line in requirements), requirements
+    assert not any(line.startswith("nbgrader") for line in requirements), "students were given the grader to install"
 
 
 # -- grades -----------------------------------------------------------------
@@ -237,5 +247,5 @@ def test_grading_leaves_no_process_running(graded):
 def test_grading_the_same_submissions_again_gives_the_same_grades(graded, submissions, tmp_path):
     again, subset = tmp_path / "again", tmp_path / "subset"
     shutil.copytree(submissions / "hanging", subset / "hanging")  # the one whose grades depend on time limits
-    classroom.autograde(subset, again)
+    classroom.autograde(subset, again, BOOK)
     assert rows(again) == [row for row in rows(graded) if row["student"] == "hanging"]
