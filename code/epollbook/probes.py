@@ -1,104 +1,421 @@
-"""What the kernel sees of a process: its state, where it sleeps, its CPU time, its fds.
+"""What the kernel sees of a process: where it waits, how often it wakes, its CPU time, its fds and sockets.
+
+    process_state(pid, thread=None)         where it is: "pid 4242 is blocked in accept(), asleep in inet_csk_accept"
+    wait_until_blocked(pid, timeout=1.0, thread=None)     the same, once it has gone to sleep again
+    context_switches(pid, thread=None)      (voluntary, involuntary): how often it slept, how often it was preempted
+    cpu_seconds(pid, thread=None)           CPU time used so far
+    busy_fraction(pid, seconds=0.5, thread=None)          share of a core it keeps busy
+    open_fds(pid)                           {fd: what it is}
+    tcp_sockets(port=None)                  the IPv4 TCP sockets, as ``ss -tan`` lists them
+    listen_queue(port, host=None)           connections waiting for accept(), and the backlog
+    raw_proc(pid, name, thread=None)        the text of one /proc file, to see a probe's source
+    ss(port)                                what ``ss -tan`` prints for that port
 
 All of it is read from ``/proc`` (Linux only), for any process of the same user:
 a server started with ``epollbook.launch.serve`` (pass ``server.pid``), or this
-very Python process (``os.getpid()``).
+very Python process (``os.getpid()``). Where a server runs in a thread (the
+exercise checks run students' servers so), pass ``thread=`` a native thread id
+(``threading.get_native_id()`` in the thread, ``Thread.native_id`` outside it)
+or the ``threading.Thread`` itself. The parsing is separate from the reading
+(``parse_stat``, ``parse_status``, ``parse_syscall``, ``parse_tcp_table``,
+``parse_ss_listening``), so it can be tested from sample text.
+
+Where a blocked thread waits, read truthfully
+---------------------------------------------
+
+``/proc/PID/wchan`` names the kernel function a sleeping thread waits in, and
+for most calls that names the call: ``inet_csk_accept`` is ``accept()``,
+``do_epoll_wait`` is ``epoll.poll()``. Not for all. On Linux 6.x a blocked
+``recv()``, a ``send()`` waiting for room in a full buffer, and a ``connect()``
+waiting for an answer all sleep in the same ``wait_woken``; ``select()`` and
+``poll()`` both sleep in ``poll_schedule_timeout``. The names also change from
+one kernel version to the next (one shows ``ep_poll`` where another shows
+``do_epoll_wait``, ``pipe_read`` where another shows ``anon_pipe_read``) and
+may carry a compiler's suffix (``poll_schedule_timeout.constprop.0``).
+
+``/proc/PID/syscall`` is not ambiguous: its first number is the system call the
+thread is in. So the call is named from that number when the file is readable
+(it takes the right to trace the process, which a process has over its own
+threads and children unless the machine forbids tracing), and from the wait
+channel only where the function names one call; otherwise the probe says which
+calls it may be ("recv(), send() or connect()") rather than guess. The numbers
+differ by architecture: x86_64's table and the generic one of aarch64 and
+riscv64 are here; elsewhere the wait channel alone names the call.
+
+One race remains: a thread that has only just gone to sleep is still on its CPU
+for a moment, and until it is off the kernel shows "0" as its wchan. Reading
+``syscall`` first makes the kernel wait for that moment; ``wait_until_blocked``
+waits for it too.
+
+What the kernel sees is what the C library asked for, which is not always the
+Python call: ``select.select()`` is ``pselect6`` in glibc, ``time.sleep()`` is
+``clock_nanosleep``, and a socket with a timeout (``settimeout``) waits in
+``poll()`` before each ``recv()`` or ``accept()``: such a server is shown
+blocked in ``poll()``, because it is.
 """
 
+import contextlib
 import dataclasses
 import os
+import shutil
+import subprocess
+import threading
 import time
+import warnings
+from typing import NamedTuple
 
 _STATES = {
-    "R": "running", "S": "sleeping", "D": "sleeping uninterruptibly", "T": "stopped",
+    "R": "running", "S": "asleep", "D": "asleep, uninterruptibly", "T": "stopped",
     "t": "stopped by a debugger", "Z": "a zombie (exited, not yet reaped)", "I": "idle",
 }
 
-# Kernel functions a blocked socket call sleeps in, and the call they stand for.
-# Names vary across kernel versions; an unknown one is shown as it is.
-_WAITING_IN = {
-    "inet_csk_accept": "accept()",
-    "inet_csk_wait_for_connect": "accept()",
-    "sk_wait_data": "recv()",
-    "wait_woken": "recv()",
-    "sk_stream_wait_memory": "send()",
-    "do_epoll_wait": "epoll.poll()",
-    "ep_poll": "epoll.poll()",
-    "do_select": "select()",
-    "do_sys_poll": "poll()",
+# -- system calls and wait channels, by name ------------------------------------------------------
+
+# The system calls a thread of the book's programs blocks in, by number, as read on the kernels' own tables
+# (arch/x86/entry/syscalls/syscall_64.tbl; include/uapi/asm-generic/unistd.h, which aarch64 and riscv64 use).
+_GENERIC_SYSTEM_CALLS = {
+    22: "epoll_pwait", 63: "read", 64: "write", 65: "readv", 66: "writev", 67: "pread64", 72: "pselect6",
+    73: "ppoll", 95: "waitid", 98: "futex", 101: "nanosleep", 115: "clock_nanosleep", 128: "restart_syscall",
+    133: "rt_sigsuspend", 202: "accept", 203: "connect", 206: "sendto", 207: "recvfrom", 211: "sendmsg",
+    212: "recvmsg", 242: "accept4", 243: "recvmmsg", 260: "wait4", 269: "sendmmsg", 441: "epoll_pwait2",
+}
+SYSTEM_CALLS = {
+    "x86_64": {
+        0: "read", 1: "write", 7: "poll", 17: "pread64", 19: "readv", 20: "writev", 23: "select", 34: "pause",
+        35: "nanosleep", 42: "connect", 43: "accept", 44: "sendto", 45: "recvfrom", 46: "sendmsg", 47: "recvmsg",
+        61: "wait4", 130: "rt_sigsuspend", 202: "futex", 219: "restart_syscall", 230: "clock_nanosleep",
+        232: "epoll_wait", 247: "waitid", 270: "pselect6", 271: "ppoll", 281: "epoll_pwait", 288: "accept4",
+        299: "recvmmsg", 307: "sendmmsg", 441: "epoll_pwait2",
+    },
+    "aarch64": _GENERIC_SYSTEM_CALLS,
+    "riscv64": _GENERIC_SYSTEM_CALLS,
 }
 
+# The call a Python program made, by the system call it is in.
+_CALL_OF_SYSTEM_CALL = {
+    "accept": "accept()", "accept4": "accept()",
+    "recvfrom": "recv()", "recvmsg": "recv()", "recvmmsg": "recv()",
+    "sendto": "send()", "sendmsg": "send()", "sendmmsg": "send()",
+    "connect": "connect()",
+    "read": "read()", "readv": "read()", "pread64": "read()",
+    "write": "write()", "writev": "write()",
+    "select": "select()", "pselect6": "select()",
+    "poll": "poll()", "ppoll": "poll()",
+    "epoll_wait": "epoll.poll()", "epoll_pwait": "epoll.poll()", "epoll_pwait2": "epoll.poll()",
+    "nanosleep": "time.sleep()", "clock_nanosleep": "time.sleep()",
+    "wait4": "wait()", "waitid": "wait()",
+}
 
-def _stat_fields(pid):
-    with open(f"/proc/{pid}/stat") as stat:
-        text = stat.read()
-    # The command name (field 2) is in parentheses and may hold spaces: split after it.
-    return text[text.rindex(")") + 2:].split()
+# The call, by the kernel function it sleeps in: for when /proc/PID/syscall cannot be read. Functions several
+# calls share say so. Names vary across kernel versions (both old and new are here); an unknown one gives None.
+_CALL_OF_WAIT = {
+    "inet_csk_accept": "accept()",
+    "inet_csk_wait_for_connect": "accept()",
+    "wait_woken": "recv(), send() or connect()",
+    "sk_wait_data": "recv()",
+    "unix_stream_read_generic": "recv()",
+    "__skb_wait_for_more_packets": "recv()",
+    "sk_stream_wait_memory": "send()",
+    "inet_wait_for_connect": "connect()",
+    "poll_schedule_timeout": "select() or poll()",
+    "do_select": "select()",
+    "do_sys_poll": "poll()",
+    "do_epoll_wait": "epoll.poll()",
+    "ep_poll": "epoll.poll()",
+    "hrtimer_nanosleep": "time.sleep()",
+    "do_nanosleep": "time.sleep()",
+    "pipe_read": "read()",
+    "anon_pipe_read": "read()",
+}
+
+# -- reading /proc: pure parsing, from text -------------------------------------------------------
 
 
-def cpu_seconds(pid):
-    """CPU time *pid* has used so far, user plus system, in seconds."""
-    fields = _stat_fields(pid)
-    ticks = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of proc(5)
-    return ticks / os.sysconf("SC_CLK_TCK")
+class Stat(NamedTuple):
+    """The fields of ``/proc/PID/stat`` the probes use."""
+
+    command: str       # the program's name, at most 15 characters
+    state: str         # one letter, as in ps: R running, S sleeping, ...
+    user_ticks: int    # CPU time in user mode, in clock ticks (os.sysconf("SC_CLK_TCK") a second)
+    system_ticks: int  # CPU time in the kernel, in clock ticks
 
 
-def busy_fraction(pid, seconds=0.5):
-    """How busy *pid* keeps the CPU over the next *seconds*: 0.0 idle, 1.0 one core flat out."""
-    start_cpu, start = cpu_seconds(pid), time.monotonic()
+def parse_stat(text):
+    """Parse the text of ``/proc/PID/stat`` (or of one thread's); return a ``Stat``.
+
+    Raises ``ValueError`` if *text* is not in that file's format.
+    """
+    # The command (field 2) is in parentheses and may hold spaces and parentheses itself: split after the last ')'.
+    opening, closing = text.find("("), text.rfind(")")
+    fields = text[closing + 2:].split()
+    if opening < 0 or closing < opening or len(fields) < 13:
+        raise ValueError(f"not the text of /proc/PID/stat: {text[:80]!r}")
+    # proc(5) numbers the fields from 1: state is field 3, utime 14 and stime 15; *fields* begins at field 3.
+    return Stat(text[opening + 1:closing], fields[0], int(fields[11]), int(fields[12]))
+
+
+def parse_status(text):
+    """Parse the text of ``/proc/PID/status``: return ``{name: value}``, values as text (``'VmRSS': '9000 kB'``)."""
+    fields = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon:
+            fields[name] = value.strip()
+    return fields
+
+
+def parse_syscall(text):
+    """Parse the text of ``/proc/PID/syscall``; return the number of the system call the thread is in.
+
+    Returns None if it is in none: the file says ``running``, or ``-1`` (blocked
+    outside a system call, in a page fault, say), or is empty (hidden).
+    """
+    first = text.split(maxsplit=1)[0] if text.strip() else ""
+    if not first.lstrip("-").isdigit() or int(first) < 0:
+        return None
+    return int(first)
+
+
+def system_call_name(number, machine=None):
+    """The name of system call *number* on *machine* (default: this one, ``os.uname().machine``).
+
+    Returns ``'syscall NUMBER'`` for a number or machine the tables here do not know.
+    """
+    machine = machine or os.uname().machine
+    return SYSTEM_CALLS.get(machine, {}).get(number, f"syscall {number}")
+
+
+def parse_tcp_table(text, ticks_per_second=None):
+    """Parse the text of ``/proc/net/tcp``; return a ``TcpSocket`` for each line after the header.
+
+    Timers are in clock ticks; *ticks_per_second* defaults to this machine's
+    (``os.sysconf("SC_CLK_TCK")``). Raises ``ValueError`` on a line not in that format.
+    """
+    ticks_per_second = ticks_per_second or os.sysconf("SC_CLK_TCK")
+    sockets = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        try:
+            send_queue, recv_queue = (int(n, 16) for n in fields[4].split(":"))
+            timer_running, left = (int(n, 16) for n in fields[5].split(":"))
+            state = int(fields[3], 16)
+            sockets.append(TcpSocket(_ipv4(fields[1]), _ipv4(fields[2]), TCP_STATES.get(state, str(state)),
+                                     send_queue, recv_queue, int(fields[9]),
+                                     left / ticks_per_second if timer_running else 0.0))
+        except (IndexError, ValueError):
+            raise ValueError(f"not a line of /proc/net/tcp: {line!r}") from None
+    return sockets
+
+
+def _ipv4(hex_address):
+    address, port = hex_address.split(":")
+    octets = bytes.fromhex(address)[::-1]  # the kernel prints the address in host (little-endian) order
+    if len(octets) != 4:
+        raise ValueError(f"not an IPv4 address: {hex_address}")
+    return ".".join(map(str, octets)), int(port, 16)
+
+
+def parse_ss_listening(text):
+    """Parse what ``ss -ltn`` prints (with its header line or without); return a ``ListenQueue`` per socket.
+
+    For a listening socket ``ss`` shows the connections waiting for ``accept()``
+    as Recv-Q and the backlog as Send-Q.
+    """
+    queues = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or fields[0] != "LISTEN":  # the header, or a blank line
+            continue
+        host, _, port = fields[3].rpartition(":")
+        queues.append(ListenQueue(host.strip("[]"), int(port), int(fields[1]), int(fields[2])))
+    return queues
+
+
+# -- reading /proc: the files ------------------------------------------------------------------------
+
+
+def _directory(pid, thread=None):
+    """The /proc directory of *pid*, or of its thread *thread* (a native id or a ``threading.Thread``)."""
+    if isinstance(thread, threading.Thread):
+        if thread.native_id is None:
+            raise ValueError(f"thread {thread.name!r} has not started, so it has no native id yet")
+        thread = thread.native_id
+    return f"/proc/{pid}" if thread is None else f"/proc/{pid}/task/{thread}"
+
+
+def _read(pid, name, thread=None):
+    """The text of /proc/PID/NAME (or of the thread's); raises ``ProcessLookupError`` if there is no such process."""
+    directory = _directory(pid, thread)
+    try:
+        with open(f"{directory}/{name}", "rb") as file:
+            return file.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        if os.path.isdir(directory):
+            raise  # the process is there; this kernel has no such file
+        if thread is None:
+            raise ProcessLookupError(f"there is no process {pid} (it has exited, or never was)") from None
+        raise ProcessLookupError(f"process {pid} has no thread {directory.rpartition('/')[2]} (it has exited, "
+                                 "or that is not a native thread id: Thread.native_id is one, Thread.ident is not)"
+                                 ) from None
+
+
+def _read_if_shown(pid, name, thread=None):
+    """Like ``_read``, but '' where the kernel hides the file (not ours to trace, or not built in)."""
+    try:
+        return _read(pid, name, thread)
+    except (PermissionError, FileNotFoundError):
+        return ""
+
+
+def raw_proc(pid, name, thread=None):
+    """The text of the file ``/proc/PID/NAME`` (or ``/proc/PID/task/THREAD/NAME``), as the kernel wrote it.
+
+    For the reader to see a probe's source once: ``raw_proc(server.pid, "wchan")``,
+    ``raw_proc(server.pid, "status")``. *name* is a file under that directory
+    (``"net/tcp"`` too); ``ValueError`` if it leads out of it,
+    ``ProcessLookupError`` if there is no such process, ``OSError`` if the
+    kernel does not let us read the file.
+    """
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts:
+        raise ValueError(f"{name!r} is not a file of /proc/PID: give a name like 'wchan', 'status' or 'net/tcp'")
+    return _read(pid, name, thread)
+
+
+def cpu_seconds(pid, thread=None):
+    """CPU time *pid* (or its *thread*) has used so far, user plus system, in seconds.
+
+    For a process this counts every one of its threads.
+    """
+    stat = parse_stat(_read(pid, "stat", thread))
+    return (stat.user_ticks + stat.system_ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_fraction(pid, seconds=0.5, thread=None):
+    """How busy *pid* (or its *thread*) keeps the CPU over the next *seconds*: 0.0 idle, 1.0 one core flat out.
+
+    A process with several threads can go above 1.0. The precision is a clock
+    tick (usually 10 ms) in *seconds*.
+    """
+    start_cpu, start = cpu_seconds(pid, thread), time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(pid) - start_cpu) / (time.monotonic() - start)
+    return (cpu_seconds(pid, thread) - start_cpu) / (time.monotonic() - start)
+
+
+class ContextSwitches(NamedTuple):
+    """How many times a thread has given up the CPU."""
+
+    voluntary: int    # it blocked: it waited for something (data, a client, a timer) and slept
+    involuntary: int  # the kernel took the CPU from it to run something else
+
+
+def context_switches(pid, thread=None):
+    """How many times *pid*'s main thread (or its *thread*) has given up the CPU so far: ``ContextSwitches``.
+
+    A blocked server wakes once for each piece of data that arrives, handles
+    it, and blocks again: each time, the voluntary count goes up by about one.
+    From ``/proc/PID/status``, which counts the main thread only.
+    """
+    status = parse_status(_read(pid, "status", thread))
+    return ContextSwitches(int(status["voluntary_ctxt_switches"]), int(status["nonvoluntary_ctxt_switches"]))
+
+
+# -- where a process waits ---------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
 class ProcessState:
-    """A snapshot of what a process is doing."""
+    """A snapshot of what a process (its main thread) or one of its threads is doing.
+
+    ``str()`` says it in one line short enough to follow a label on a page:
+    ``pid 4242 is blocked in recv(), asleep in wait_woken``.
+    """
 
     pid: int
-    state: str       # one letter, as in ps: R running, S sleeping, ...
-    waiting_in: str  # the kernel function it sleeps in ('' when running)
+    state: str             # one letter, as in ps: R running, S sleeping, ...
+    waiting_in: str        # the kernel function it sleeps in, from /proc/.../wchan ('' running, or hidden)
+    system_call: str = ""  # the system call it is in, from /proc/.../syscall: 'recvfrom' ('' running, or hidden)
+    thread: int | None = None  # the native id of the thread, or None for the main thread
 
     @property
     def blocked_call(self):
-        """The system call it is blocked in, if the kernel function is a known one, else None."""
-        return _WAITING_IN.get(self.waiting_in)
+        """The call it is blocked in, as Python names it (``'accept()'``), or None if it is not blocked in a known one.
+
+        From the system call when the kernel showed it, else from the kernel
+        function, which may name several (``'recv(), send() or connect()'``).
+        """
+        if self.state not in "SD":
+            return None
+        if self.system_call and not self.system_call.startswith("syscall "):
+            # The kernel said which call: name it, or nothing if the book has no name for it (futex, say).
+            return _CALL_OF_SYSTEM_CALL.get(self.system_call)
+        return _CALL_OF_WAIT.get(self.waiting_in)
 
     def __str__(self):
-        text = f"pid {self.pid} is {_STATES.get(self.state, self.state)}"
-        if self.state in "SD" and self.waiting_in:
-            text += f" in {self.waiting_in}"
-            if self.blocked_call:
-                text += f" (blocked in {self.blocked_call})"
-        return text
+        who = f"pid {self.pid}" if self.thread in (None, self.pid) else f"thread {self.thread}"
+        state = _STATES.get(self.state, self.state)
+        if self.state not in "SD":
+            return f"{who} is {state}"
+        if self.blocked_call:
+            where = f", {state} in {self.waiting_in}" if self.waiting_in else ""
+            return f"{who} is blocked in {self.blocked_call}{where}"
+        where = [f"in {self.waiting_in}"] if self.waiting_in else []
+        where += [f"in system call {self.system_call}"] if self.system_call else []
+        return " ".join([f"{who} is {state}", *where])
 
 
-def process_state(pid):
-    """Return a ``ProcessState`` of *pid*: its state letter and the kernel function it waits in.
+def process_state(pid, thread=None):
+    """Return a ``ProcessState`` of *pid*'s main thread, the one that runs the article's servers, or of its *thread*.
 
-    For a process with several threads this is its main thread, the one that
-    runs the article's servers.
+    *thread* is a native thread id or a ``threading.Thread``. Raises
+    ``ProcessLookupError`` if there is no such process or thread.
     """
-    state = _stat_fields(pid)[0]
-    try:
-        with open(f"/proc/{pid}/wchan") as wchan:
-            waiting_in = wchan.read().strip()
-    except OSError:  # some kernels hide wchan; the state letter still tells a lot
-        waiting_in = ""
-    return ProcessState(pid, state, "" if waiting_in == "0" else waiting_in)
+    if pid == "self":
+        pid = os.getpid()
+    state = parse_stat(_read(pid, "stat", thread)).state
+    # syscall first: to read it the kernel waits until the thread is off its CPU, and only then is wchan shown.
+    number = parse_syscall(_read_if_shown(pid, "syscall", thread))
+    # Some kernels hide wchan, or show "0" (not ours to trace, a container's rules); the state still tells a lot.
+    waiting_in = _read_if_shown(pid, "wchan", thread).strip()
+    # A compiler's copy of a function carries a suffix: poll_schedule_timeout.constprop.0 is poll_schedule_timeout.
+    waiting_in = "" if waiting_in == "0" else waiting_in.split(".")[0]
+    system_call = "" if number is None else system_call_name(number)
+    if isinstance(thread, threading.Thread):
+        thread = thread.native_id
+    return ProcessState(pid, state, waiting_in, system_call, thread)
 
 
-def wait_until_blocked(pid, timeout=1.0):
-    """Return *pid*'s ``ProcessState`` once it sleeps in the kernel, or as it is after *timeout* seconds.
+def _waiting_for_a_lock(state):
+    # Python threads wait for the GIL in a futex; a thread doing that is on its way back to running.
+    return state.system_call in ("futex", "futex_waitv") or state.waiting_in.startswith("futex")
+
+
+def wait_until_blocked(pid, timeout=1.0, thread=None):
+    """Return *pid*'s (or its *thread*'s) ``ProcessState`` once it sleeps in the kernel, or as it is after *timeout* s.
 
     Right after a client sends, the server is briefly running; this waits for it
-    to block again, so that what we print is where it waits, not a race.
+    to block again, so that what we print is where it waits, not a race. A
+    thread waiting for a lock does not count: in Python that is mostly the wait
+    for the GIL, on the way back to running. Raises ``ProcessLookupError`` if
+    there is no such process or thread.
     """
     deadline = time.monotonic() + timeout
+    asleep_unshown_since = None
     while True:
-        state = process_state(pid)
-        if state.state in "SDZ" or time.monotonic() > deadline:
+        state = process_state(pid, thread)
+        now = time.monotonic()
+        asleep = state.state in "SDZ" and not _waiting_for_a_lock(state)
+        if asleep and (state.waiting_in or state.state == "Z"):
+            return state
+        # A thread that has just gone to sleep is still on its CPU for a moment, and until it is off the kernel
+        # shows "0" as its wchan; asleep and showing nothing for longer, it is the kernel that hides it.
+        asleep_unshown_since = (asleep_unshown_since or now) if asleep else None
+        if (asleep and now - asleep_unshown_since > 0.02) or now > deadline:
             return state
         time.sleep(0.002)
+
+
+# -- files and sockets -----------------------------------------------------------------------------
 
 
 def open_fds(pid):
@@ -106,12 +423,9 @@ def open_fds(pid):
     fds = {}
     directory = f"/proc/{pid}/fd"
     for name in os.listdir(directory):
-        try:
+        with contextlib.suppress(FileNotFoundError):  # closed between listdir and readlink (listdir's own fd, for one)
             fds[int(name)] = os.readlink(f"{directory}/{name}")
-        except FileNotFoundError:  # closed between listdir and readlink
-            pass
     return dict(sorted(fds.items()))
-
 
 
 TCP_STATES = {
@@ -136,24 +450,73 @@ class TcpSocket:
         return f"{self.state:<11} {self.local[0]}:{self.local[1]} -> {self.remote[0]}:{self.remote[1]}"
 
 
-def _ipv4(hex_address):
-    address, port = hex_address.split(":")
-    octets = bytes.fromhex(address)[::-1]  # the kernel prints the address in host (little-endian) order
-    return ".".join(map(str, octets)), int(port, 16)
-
-
 def tcp_sockets(port=None):
     """The machine's IPv4 TCP sockets, from ``/proc/net/tcp``; with *port*, those whose local or remote port it is."""
-    sockets = []
     with open("/proc/net/tcp") as table:
-        next(table)  # the header
-        for line in table:
-            fields = line.split()
-            send_queue, recv_queue = (int(n, 16) for n in fields[4].split(":"))
-            timer_running, left = fields[5].split(":")  # in clock ticks (USER_HZ)
-            found = TcpSocket(_ipv4(fields[1]), _ipv4(fields[2]), TCP_STATES.get(int(fields[3], 16), fields[3]),
-                              send_queue, recv_queue, int(fields[9]),
-                              int(left, 16) / os.sysconf("SC_CLK_TCK") if int(timer_running, 16) else 0.0)
-            if port is None or port in (found.local[1], found.remote[1]):
-                sockets.append(found)
-    return sockets
+        sockets = parse_tcp_table(table.read())
+    return [found for found in sockets if port is None or port in (found.local[1], found.remote[1])]
+
+
+@dataclasses.dataclass
+class ListenQueue:
+    """The queue of a listening socket: connections the kernel has completed, waiting for ``accept()``."""
+
+    host: str
+    port: int
+    waiting: int   # connections in the queue now
+    backlog: int | None  # listen()'s backlog as the kernel applies it (capped at net.core.somaxconn); None unknown
+
+    def __str__(self):
+        backlog = "unknown (it takes ss, from iproute2)" if self.backlog is None else self.backlog
+        return f"{self.host}:{self.port}: {self.waiting} waiting for accept(), backlog {backlog}"
+
+
+SS_MISSING = "ss is not installed (on Debian or Ubuntu: `sudo apt-get install iproute2`)"
+
+
+def listen_queue(port, host=None):
+    """The accept queue of the socket listening on *port* (and *host*, if given): a ``ListenQueue``.
+
+    ``waiting`` comes from ``/proc/net/tcp`` (a listening socket's rx_queue);
+    ``backlog`` only netlink shows, so it comes from ``ss -ltn`` and is None
+    when ss is not installed or fails (a sandbox may forbid netlink). Raises
+    ``LookupError`` if nothing listens there, or if several sockets do and
+    *host* does not say which.
+    """
+    listening = [found for found in tcp_sockets(port)
+                 if found.state == "LISTEN" and found.local[1] == port and host in (None, found.local[0])]
+    if len(listening) != 1:
+        where = f"{host}:{port}" if host else f"port {port}"
+        if not listening:
+            raise LookupError(f"no IPv4 socket listens on {where}")
+        hosts = ", ".join(found.local[0] for found in listening)
+        raise LookupError(f"{len(listening)} sockets listen on {where} (on {hosts}): say which with host=")
+    (found,) = listening
+    backlog = None
+    if shutil.which("ss"):
+        with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+            for queue in parse_ss_listening(_run_ss("-ltn", f"( sport = :{port} )")):
+                if (queue.host, queue.port) == found.local:
+                    backlog = queue.backlog
+    return ListenQueue(*found.local, found.recv_queue, backlog)
+
+
+def ss(port):
+    """What ``ss -tan`` prints about the TCP sockets with local or remote port *port*.
+
+    ``ss`` (from iproute2) is the tool to look at sockets outside the book;
+    this shows its raw output once. Without ss, warns how to install it and
+    returns None. Raises ``RuntimeError`` if ss fails.
+    """
+    if not shutil.which("ss"):
+        warnings.warn(SS_MISSING, stacklevel=2)
+        return None
+    # Without the spaces ss pads its last column with, and its last newline: printed, it ends where it ends.
+    return "\n".join(line.rstrip() for line in _run_ss("-tan", f"( sport = :{port} or dport = :{port} )").splitlines())
+
+
+def _run_ss(*arguments):
+    finished = subprocess.run(["ss", *arguments], capture_output=True, text=True, timeout=10)
+    if finished.returncode != 0:
+        raise RuntimeError(f"ss {' '.join(arguments)} failed (exit {finished.returncode}): {finished.stderr.strip()}")
+    return finished.stdout
