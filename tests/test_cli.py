@@ -1,4 +1,7 @@
-"""The command line: `python -m epollbook list` and `python -m epollbook serve NAME [--host H] [--port P] [--backlog N]`."""
+"""The command line: `python -m epollbook list`, and `python -m epollbook serve NAME` with its options.
+
+    python -m epollbook serve NAME [--host H] [--port P] [--backlog N]
+"""
 
 import http.client
 import signal
@@ -25,7 +28,7 @@ def test_list_names_every_server_with_its_description_one_per_line():
     assert listed.returncode == 0, f"`list` exited with {listed.returncode}: {listed.stderr}"
     lines = listed.stdout.splitlines()
     assert len(lines) == len(catalog.SERVERS), f"expected {len(catalog.SERVERS)} lines, got:\n{listed.stdout}"
-    for line, name in zip(lines, catalog.SERVERS):
+    for line, name in zip(lines, catalog.SERVERS, strict=True):
         listed_name, _, description = line.partition(" ")
         assert listed_name == name, f"expected a line for {name}, got {line!r}"
         assert description.strip() == catalog.description(name) != "", f"{name}'s line has no description: {line!r}"
@@ -78,5 +81,6 @@ def test_serve_on_a_port_that_is_taken_says_it_cannot_listen_in_one_line():
         port = holder.getsockname()[1]
         refused = run("serve", "example2", "--port", str(port))
     expected = f"cannot listen on 127.0.0.1:{port}: Address already in use"
-    assert refused.returncode != 0, f"`serve` on a taken port exited with 0; it printed:\n{refused.stdout}{refused.stderr}"
+    assert refused.returncode != 0, \
+        f"`serve` on a taken port exited with 0; it printed:\n{refused.stdout}{refused.stderr}"
     assert refused.stderr.strip() == expected, f"expected the one line {expected!r}, got:\n{refused.stderr}"

@@ -17,11 +17,11 @@ import psutil
 import pytest
 
 from epollbook import catalog
-from epollbook.probes import open_fds
 from epollbook.clients import http_get
 from epollbook.launch import ServerDidNotStart, serve
 from epollbook.lifeline import Lifeline
 from epollbook.output import READ_SIZE, Output
+from epollbook.probes import open_fds
 from tools import accepts_connections, is_gone, listening_socket, no_server_left_running, wait_for_printed
 
 HELLO = b"Hello, world!"
@@ -92,10 +92,9 @@ def test_nothing_is_left_running_after_a_with_block_ends_normally():
 
 
 def test_nothing_is_left_running_after_an_exception_inside_a_with_block():
-    with pytest.raises(RuntimeError, match="raised inside the block"):
-        with serve("example2") as server:
-            process, port = psutil.Process(server.pid), server.port
-            raise RuntimeError("raised inside the block")
+    with pytest.raises(RuntimeError, match="raised inside the block"), serve("example2") as server:
+        process, port = psutil.Process(server.pid), server.port
+        raise RuntimeError("raised inside the block")
     assert is_gone(process), f"pid {process.pid} is still {process.status()} after the exception"
     assert not accepts_connections(port), f"port {port} still accepts connections after the exception"
 
@@ -165,7 +164,8 @@ def test_interrupt_sends_sigint_and_the_traceback_starts_in_the_examples_own_fil
             server.traceback.rstrip().endswith("KeyboardInterrupt"), f"traceback: {server.traceback!r}"
     assert status == 130, f"after SIGINT the server exited with status {status}; it printed:\n{output}"
     assert "KeyboardInterrupt" in output, f"no KeyboardInterrupt in what it printed:\n{output}"
-    assert "<frozen runpy>" not in output and "runpy.py" not in output, f"runpy's frames are in the traceback:\n{output}"
+    assert "<frozen runpy>" not in output and "runpy.py" not in output, \
+        f"runpy's frames are in the traceback:\n{output}"
     assert "Traceback (most recent call last):" in output, f"no traceback in what it printed:\n{output}"
     first_frame = output.split("Traceback (most recent call last):", 1)[1].strip().splitlines()[0]
     assert f'File "{catalog.source_path("example2")}"' in first_frame, \
@@ -275,10 +275,10 @@ def test_a_child_given_a_lifeline_variable_that_is_no_descriptor_says_so_in_one_
 
 @pytest.fixture
 def pipe():
-    """A real pipe: (Output reading its read end, its write end as a binary file)."""
+    """A real pipe, as binary files: (its read end, for an Output to read; its write end, unbuffered)."""
     read_end, write_end = os.pipe()
-    with open(write_end, "wb", buffering=0) as writer:
-        yield open(read_end, "rb"), writer
+    with open(read_end, "rb") as reader, open(write_end, "wb", buffering=0) as writer:
+        yield reader, writer
 
 
 def test_output_keeps_the_newest_lines_within_its_limit_and_on_line_sees_every_line(pipe):

@@ -1,4 +1,7 @@
-"""The launcher inside a real Jupyter kernel: a re-run cell replaces its server, a killed kernel takes its servers along."""
+"""The launcher inside a real Jupyter kernel.
+
+A re-run cell replaces its server, and a killed kernel takes its servers along.
+"""
 
 import os
 import signal
@@ -46,7 +49,7 @@ def kernel():
 
 
 def test_running_the_same_cell_again_leaves_one_server_not_two(kernel):
-    manager, client = kernel
+    _, client = kernel
     first = int(run(client, START_A_SERVER))
     second = int(run(client, START_A_SERVER))
     assert first != second
@@ -57,7 +60,7 @@ def test_running_the_same_cell_again_leaves_one_server_not_two(kernel):
 
 
 def test_a_loop_in_one_cell_keeps_every_server_it_starts(kernel):
-    manager, client = kernel
+    _, client = kernel
     pids = run(client, 'from epollbook.launch import serve\nservers = [serve("example2") for _ in range(3)]\n'
                        'print(" ".join(str(s.pid) for s in servers))').split()
     assert all(psutil.Process(int(pid)).is_running() for pid in pids), "a server started by the same run was stopped"

@@ -25,6 +25,7 @@ leaves one server, not two. What the server prints is read and bounded by
 """
 
 import atexit
+import contextlib
 import os
 import re
 import signal
@@ -177,10 +178,8 @@ class Server:
         # Signal the whole group: whatever the server started goes with it. Only
         # while the process is unreaped, so its pid (the group's id) is still ours.
         if self._process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signum)
-            except ProcessLookupError:
-                pass
 
     def _finish(self):
         """Forget a server that has exited: cut its lifeline, wait for its last output."""
