@@ -177,12 +177,13 @@ def check_open_listener(open_listener, *, hidden=False):
 # -- receive_exactly ------------------------------------------------------------------
 
 
-def _send(client, pieces, then, end, pause):
-    """The client's side: *pieces*, *pause* s apart, *then* right behind the last; then end as *end* says."""
+def _send(client, pieces, then, end, between):
+    """The client's side: *pieces*, calling *between* before each but the first, *then* right behind the last;
+    then end as *end* says."""
     with contextlib.suppress(OSError):  # the reader's code may have given up on the connection already
         for number, piece in enumerate(pieces):
             if number:
-                time.sleep(pause)
+                between()
             client.sendall(piece + (then if number == len(pieces) - 1 else b""))
         if end == "close":
             client.close()
@@ -190,17 +191,20 @@ def _send(client, pieces, then, end, pause):
             clients.reset(client)
 
 
-def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None, pause=0.02):
-    """Run ``receive_exactly(conn, size)`` on a live connection while a client sends *pieces*, *pause* s apart.
+def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None):
+    """Run ``receive_exactly(conn, size)`` on a live connection while a client sends *pieces*.
 
-    The client sends the bytes *then* right behind the last piece (the next
-    message, which ``receive_exactly`` must leave unread), and ends with *end*:
-    None (stays connected), 'close' or 'reset'. Returns ``(running, left)``:
-    the finished call and the bytes it left unread on the connection.
+    Each piece goes out once the reader's code has read the one before and
+    waits for more, so the pieces arrive one by one however busy the machine
+    is. The client sends the bytes *then* right behind the last piece (the
+    next message, which ``receive_exactly`` must leave unread), and ends with
+    *end*: None (stays connected), 'close' or 'reset'. Returns ``(running,
+    left)``: the finished call and the bytes it left unread on the connection.
     """
     with clients.connected_pair() as (client, server_side):
         running = Running(receive_exactly, server_side, size)
-        sender = threading.Thread(target=_send, args=(client, pieces, then, end, pause), name="client", daemon=True)
+        sender = threading.Thread(target=_send, name="client", daemon=True,
+                                  args=(client, pieces, then, end, lambda: running.wait_until_taken(server_side)))
         sender.start()
         sent = sum(map(len, pieces))
         how = {None: "and kept the connection open", "close": "then closed the connection",
@@ -208,7 +212,7 @@ def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None, pause
         finish(running, f"receive_exactly(conn, {size:,}) was still running {SECONDS:g} s after the client sent "
                f"{sent:,} bytes in {len(pieces)} piece(s) {how}"
                + (": when recv() returns b'', the client has closed and no more bytes will come" if end else ""),
-               seconds=SECONDS + pause * len(pieces), unblock=[server_side])
+               seconds=SECONDS + len(pieces), unblock=[server_side])
         left = b""
         if running.error is None and end is None:
             sender.join(SECONDS)
@@ -222,7 +226,7 @@ def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None, pause
 def check_receive_exactly(receive_exactly, *, hidden=False):
     """Check ``receive_exactly(conn, size) -> bytes``: exactly *size* bytes from a blocking socket, and no more.
 
-    It must return the *size* bytes however they arrive (in pieces, with pauses),
+    It must return the *size* bytes however they arrive (in pieces, one by one),
     leave on the socket the bytes that come after them (they are the next
     message's), and raise ``ConnectionError`` if the client closes the connection
     before *size* bytes have come. *hidden* runs the cases graders keep hidden
@@ -236,7 +240,7 @@ def check_receive_exactly(receive_exactly, *, hidden=False):
                  ("nothing, when asked for 0 bytes", 0, [b""], next_message, None),
                  ("a client that resets the connection after 10 of 30 bytes", 30, [message[:10]], b"", "reset")]
     else:
-        cases = [("30 bytes in 3 pieces, 20 ms apart", 30, [message[:10], message[10:20], message[20:]], b"", None),
+        cases = [("30 bytes in 3 pieces", 30, [message[:10], message[10:20], message[20:]], b"", None),
                  ("30 bytes followed at once by the next message", 30, [message], next_message, None),
                  ("a client that closes after 10 of 30 bytes", 30, [message[:10]], b"", "close")]
     for description, size, pieces, then, end in cases:

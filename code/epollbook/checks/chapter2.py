@@ -11,19 +11,21 @@ from epollbook.checks.harness import (ANSWER_SECONDS, SECONDS, CheckFailed, Runn
 # -- receive_request -------------------------------------------------------------
 
 
-def _receive(receive_request, pieces, *, limit=None, pause=0.005, end=None, stuck=""):
+def _receive(receive_request, pieces, *, limit=None, end=None, stuck=""):
     """Send *pieces* over a real connection while the reader's ``receive_request`` reads the other end.
 
-    The client keeps the connection open, unless *end* is 'close' or 'reset'.
-    Returns the finished ``Running``. *stuck* says what code that is still
-    running after the time limit has most likely got wrong.
+    Each piece goes out once the reader's code has read the one before and
+    waits for more, so that the pieces arrive one by one however busy the
+    machine is. The client keeps the connection open, unless *end* is 'close'
+    or 'reset'. Returns the finished ``Running``. *stuck* says what code that
+    is still running after the time limit has most likely got wrong.
     """
     with clients.connected_pair() as (client, server_side):
         running = Running(receive_request, *((server_side,) if limit is None else (server_side, limit)))
         with contextlib.suppress(OSError):  # the reader's code may have given up on the connection already
             for number, piece in enumerate(pieces):
                 if number:
-                    time.sleep(pause)
+                    running.wait_until_taken(server_side)
                 client.sendall(piece)
         if end == "close":
             client.close()
@@ -55,7 +57,7 @@ def check_receive_request(receive_request, *, hidden=False):
              {"stuck": "look for the blank line in all the bytes received so far, not in the last piece alone"}),
             ("a request ending its lines with a bare LF", [b"GET / HTTP/1.0\n", b"Host: localhost\n\n"], {}),
             (f"a request of {len(long_request):,} bytes in pieces of 1,000",
-             [long_request[i:i + 1000] for i in range(0, len(long_request), 1000)], {"pause": 0.001}),
+             [long_request[i:i + 1000] for i in range(0, len(long_request), 1000)], {}),
         ]
         rude = [("a client that resets the connection before the blank line",
                  {"end": "reset", "stuck": "after a reset, recv() raises; let that end it"})]
@@ -81,7 +83,7 @@ def check_receive_request(receive_request, *, hidden=False):
     if not hidden:
         limit = 1000
         flood = [b"GET / HTTP/1.0\r\n"] + [b"X-Flood: " + b"y" * 90 + b"\r\n"] * 40  # 4 KB, no blank line
-        running = _receive(receive_request, flood, limit=limit, pause=0.001,
+        running = _receive(receive_request, flood, limit=limit,
                            stuck=f"stop reading once more than limit={limit} bytes have arrived without a blank line")
         if not isinstance(running.error, ValueError):
             raise CheckFailed(f"expected ValueError once more than limit={limit} bytes arrived without a blank line; "

@@ -34,9 +34,12 @@ stub (``raise NotImplementedError()``) fails with "not written yet".
 """
 
 import contextlib
+import fcntl
 import os
 import resource
 import socket
+import struct
+import termios
 import threading
 import time
 
@@ -87,6 +90,23 @@ class Running:
             self.error = error
         finally:
             self.finished.set()
+
+    def wait_until_taken(self, sock, timeout=1.0):
+        """Wait until the reader's code has read every byte waiting on *sock* and sleeps again, or has ended.
+
+        Then the next piece a client sends arrives on its own, not glued to
+        this one, however slow the machine. Returns False after *timeout*
+        seconds if that does not happen.
+        """
+        deadline = time.monotonic() + timeout
+        asleep_before = False
+        while time.monotonic() < deadline and not self.finished.is_set():
+            asleep = _unread_bytes(sock) == 0 and _asleep(self.thread_id)
+            if asleep and asleep_before:
+                return True
+            asleep_before = asleep
+            time.sleep(0.002)
+        return self.finished.is_set()
 
     def describe(self):
         """What the call did, as the end of a sentence: "it returned ..." or "it raised ..."."""
@@ -148,19 +168,32 @@ def call(function, *args, letting_through=(OSError,)):
 # -- waiting for the reader's code to be done ---------------------------------
 
 
+def _unread_bytes(sock):
+    """How many bytes wait on *sock* for a recv() (0 if it is closed)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+
+
+def _asleep(thread_id):
+    """True if thread *thread_id* of this process sleeps in the kernel, or has ended."""
+    try:
+        with open(f"/proc/self/task/{thread_id}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return True
+    return _sleeping(text)
+
+
+def _sleeping(stat):
+    """True if a thread's /proc stat line says it is not running (field 3, after the name in parentheses)."""
+    return not stat or stat[stat.rindex(")") + 2] != "R"
+
+
 def _sleeping_threads_other_than(me):
-    """True if every thread of this process but *me* is asleep in the kernel (state S or D)."""
-    for task in os.listdir("/proc/self/task"):
-        if int(task) == me:
-            continue
-        try:
-            with open(f"/proc/self/task/{task}/stat") as stat:
-                text = stat.read()
-        except OSError:  # the thread has just ended
-            continue
-        if text[text.rindex(")") + 2] not in "SDZXI":
-            return False
-    return True
+    """True if every thread of this process but *me* is asleep in the kernel."""
+    return all(_asleep(task) for task in os.listdir("/proc/self/task") if int(task) != me)
 
 
 class _ThreadWatcher:
@@ -172,10 +205,9 @@ class _ThreadWatcher:
     def asleep(self):
         """True if the thread sleeps in the kernel, or has ended."""
         try:
-            text = os.pread(self._stat, 4096, 0).decode()
+            return _sleeping(os.pread(self._stat, 4096, 0).decode())
         except OSError:  # ESRCH: the thread has ended
             return True
-        return not text or text[text.rindex(")") + 2] not in "R"
 
     def wait_until_asleep(self, timeout):
         """Wait until the thread is asleep twice in a row, 2 ms apart; return False after *timeout* s if it never is."""
