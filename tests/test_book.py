@@ -42,8 +42,8 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
 @pytest.mark.parametrize("chapter, outputs", [
     ("01-one-request", ["Listening on http://127.0.0.1:", "GET / HTTP/1.1", "Hello, world!",
                         "exit status: 0", "blocked in", "TIME_WAIT", "\N{HEAVY CHECK MARK}",
-                        "no accept() was called", "listen(1) let 2 connections complete", "only part of it",
-                        "server's recv(): b''", "CLOSE_WAIT", "EADDRINUSE"]),
+                        "no accept() was called", "listen(1): 2 connections complete (backlog + 1)",
+                        "only part of it", "server's recv(): b''", "CLOSE_WAIT", "EADDRINUSE"]),
     ("02-serving-forever", ["KeyboardInterrupt", "ConnectionResetError", "UnicodeDecodeError",
                             "the polite client waited", "(in the queue)", "after the early close: ",
                             "CLOSE_WAIT", "accept() still waits", "accept() raised EINVAL",
