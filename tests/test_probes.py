@@ -291,8 +291,10 @@ def test_a_spinning_thread_is_busy_and_a_blocked_one_is_not():
     finally:
         stop.set()
         spinner.join()
-    assert spinning > 0.1, f"a thread spinning in a loop kept only {spinning:.0%} of a core busy"
-    assert idle < 0.05, f"a thread blocked in accept() kept {idle:.0%} of a core busy"
+    # No thresholds on a shared machine: a spinning thread gets what other loads leave it, but it gets something,
+    # and a blocked one gets nothing, not one clock tick.
+    assert spinning > 0, "a thread spinning in a loop used no CPU at all in 0.3 s"
+    assert idle == 0, f"a thread blocked in accept() kept {idle:.0%} of a core busy"
     assert process_cpu >= spinner_cpu > 0, f"the process used {process_cpu} s of CPU, one of its threads {spinner_cpu}"
 
 
@@ -333,11 +335,15 @@ def test_ss_shows_the_listening_socket_and_both_ends_of_a_connection():
         pytest.skip("ss is not installed (on Debian or Ubuntu: `sudo apt-get install iproute2`)")
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
-        with socket.create_connection(("127.0.0.1", port)):
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            client_port = client.getsockname()[1]
             shown = ss(port)
-    lines = [line.split() for line in shown.splitlines()[1:]]
-    states = sorted(fields[0] for fields in lines if f"127.0.0.1:{port}" in fields)
-    assert states == ["ESTAB", "ESTAB", "LISTEN"], f"ss showed:\n{shown}"
+    # (state, local, peer) of each line; other lines (an older connection's TIME-WAIT on this port) may be there too
+    lines = {(fields[0], fields[3], fields[4]) for fields in map(str.split, shown.splitlines()[1:])}
+    ours = {("LISTEN", f"127.0.0.1:{port}", "0.0.0.0:*"),
+            ("ESTAB", f"127.0.0.1:{port}", f"127.0.0.1:{client_port}"),
+            ("ESTAB", f"127.0.0.1:{client_port}", f"127.0.0.1:{port}")}
+    assert ours <= lines, f"ss showed:\n{shown}"
 
 
 def test_ss_without_ss_warns_how_to_install_it_and_returns_none(monkeypatch, tmp_path):
@@ -346,12 +352,14 @@ def test_ss_without_ss_warns_how_to_install_it_and_returns_none(monkeypatch, tmp
         assert ss(80) is None
 
 
-def test_tcp_sockets_lists_a_connection_from_both_ends_and_its_listener():
-    with tcp_pair() as (_, server_side):
-        port = server_side.getsockname()[1]
-        found = sorted((found.state, found.local[1] == port) for found in tcp_sockets(port))
-    # The listener is closed by now; the two ends of the connection remain.
-    assert found == [("ESTABLISHED", False), ("ESTABLISHED", True)], f"tcp_sockets({port}) found {found}"
+def test_tcp_sockets_lists_a_connection_from_both_ends():
+    with tcp_pair() as (client, server_side):
+        client_end, server_end = client.getsockname(), server_side.getsockname()
+        found = [(found.state, found.local, found.remote) for found in tcp_sockets(server_end[1])]
+    # Only this connection's lines: an older connection on the same port may linger in TIME_WAIT.
+    ours = [(state, local, remote) for state, local, remote in found if {local, remote} == {client_end, server_end}]
+    assert sorted(ours) == sorted([("ESTABLISHED", client_end, server_end), ("ESTABLISHED", server_end, client_end)]), \
+        f"tcp_sockets found {found}"
 
 
 # -- the raw files ------------------------------------------------------------------------------------------------
