@@ -11,11 +11,13 @@ PYTEST_WORKERS ?= 2
 STUDENT_DIR ?= dist/student
 AUTOGRADED_DIR ?= dist/autograded
 
-.PHONY: help book test serve lab student autograde clean clean-all
+.PHONY: help book test quick lint serve lab student autograde clean clean-all
 
 help:
 	@echo "make book    build the HTML book, every notebook executed -> _build/html/index.html"
-	@echo "make test    run the whole test suite"
+	@echo "make test    run the whole test suite (what CI runs)"
+	@echo "make quick   the quick tier: unit tests of the pure parts, in seconds"
+	@echo "make lint    ruff on the package, the tests and the notebooks"
 	@echo "make serve   serve the built book on http://$(HOST):$(PORT)/"
 	@echo "make lab     open the notebooks in JupyterLab"
 	@echo "make student                     the exercises as handed out: $(STUDENT_DIR)/"
@@ -40,6 +42,13 @@ book: $(INSTALLED)
 # build, one grading run) are made once.
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
+# For the edit-run loop: no server, no notebook, no build.
+quick: $(INSTALLED)
+	$(BIN)/python -m pytest -m quick -q -p no:xdist
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
 
 serve:
 	@test -f _build/html/index.html || { echo "No built book yet: run 'make book' first."; exit 1; }
