@@ -385,9 +385,13 @@ def process_state(pid, thread=None):
     return ProcessState(pid, state, waiting_in, system_call, thread)
 
 
-def _waiting_for_a_lock(state):
-    # Python threads wait for the GIL in a futex; a thread doing that is on its way back to running.
-    return state.system_call in ("futex", "futex_waitv") or state.waiting_in.startswith("futex")
+def waiting_for_a_lock(system_call, waiting_in=""):
+    """True if a thread asleep in *system_call* (or kernel function *waiting_in*) waits for a lock.
+
+    Python threads wait for the GIL in a futex: a thread doing that is on its
+    way back to running, not blocked in a call of its program's.
+    """
+    return system_call in ("futex", "futex_waitv") or waiting_in.startswith("futex")
 
 
 def wait_until_blocked(pid, timeout=1.0, thread=None):
@@ -404,7 +408,7 @@ def wait_until_blocked(pid, timeout=1.0, thread=None):
     while True:
         state = process_state(pid, thread)
         now = time.monotonic()
-        asleep = state.state in "SDZ" and not _waiting_for_a_lock(state)
+        asleep = state.state in "SDZ" and not waiting_for_a_lock(state.system_call, state.waiting_in)
         if asleep and (state.waiting_in or state.state == "Z"):
             return state
         # A thread that has just gone to sleep is still on its CPU for a moment, and until it is off the kernel

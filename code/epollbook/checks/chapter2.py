@@ -1,12 +1,24 @@
 """Chapter 2's checks: ``receive_request`` and ``serve_forever``."""
 
 import contextlib
+import itertools
 import socket
-import time
 
 from epollbook import clients
-from epollbook.checks.harness import (ANSWER_SECONDS, SECONDS, CheckFailed, Running, fail_if_not_written, finish,
-                                      no_file_descriptors_left, passed, settle, short, thread_watcher, wake_and_close)
+from epollbook.checks.harness import (
+    ANSWER_SECONDS,
+    SECONDS,
+    CheckFailed,
+    Running,
+    ThreadWatcher,
+    fail_if_not_written,
+    finish,
+    no_file_descriptors_left,
+    passed,
+    settle,
+    short,
+    wake_and_close,
+)
 
 # -- receive_request -------------------------------------------------------------
 
@@ -124,7 +136,7 @@ def _open_listener():
 
 
 class _ServerUnderCheck:
-    """The reader's ``serve_forever`` running in a thread on the check's listening socket, and what clients see of it."""
+    """The reader's ``serve_forever`` in a thread on the check's listening socket, and what clients see of it."""
 
     def __init__(self, serve_forever):
         self.listener = _open_listener()
@@ -174,7 +186,7 @@ class _ServerUnderCheck:
     def answers_only_once_complete(self, pieces, description):
         """Send *pieces* of one request; the server must say nothing before the last one, then answer it."""
         with clients.stalled_client(self.address, pieces[0]) as client:
-            for sent, piece in zip(pieces, pieces[1:]):
+            for sent, piece in itertools.pairwise(pieces):
                 settle()  # the server has done all it will do with what it has
                 early = clients.peek(client)
                 if early is not None:
@@ -210,15 +222,15 @@ class _ServerUnderCheck:
         self.still_serving(f"a client that streamed {stream.sent:,} bytes without ending its request (cut off)")
 
     def survives_running_out_of_file_descriptors(self):
-        """While no file descriptor is left, a client connects: accept() fails with EMFILE, and the server must go on."""
+        """While no file descriptor is left, a client connects: accept() fails with EMFILE; the server must go on."""
         settle()  # back in accept(): a blocked accept() has already reserved the descriptor it will return
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
-            with thread_watcher(self.running.thread_id) as server_thread, no_file_descriptors_left():
+            with ThreadWatcher(self.running.thread_id) as server_thread, no_file_descriptors_left():
                 client.connect(self.address)
                 client.sendall(clients.REQUEST)
                 clients.wait_readable(client, SECONDS)  # served with the reserved descriptor
-                server_thread.wait_until_asleep(1.0)    # then accept() again: EMFILE, with no descriptor left
+                server_thread.wait_until_blocked(1.0)   # then accept() again: EMFILE, with no descriptor left
                 ended = self.running.finished.is_set()
             if ended:
                 self.fail_if_ended("accept() failed with EMFILE ('Too many open files'), a shortage that passes as "

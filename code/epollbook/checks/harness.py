@@ -43,6 +43,8 @@ import termios
 import threading
 import time
 
+from epollbook import probes
+
 SECONDS = 2.0
 """How long the reader's code may take for one case before the check calls it stuck."""
 
@@ -92,21 +94,14 @@ class Running:
             self.finished.set()
 
     def wait_until_taken(self, sock, timeout=1.0):
-        """Wait until the reader's code has read every byte waiting on *sock* and sleeps again, or has ended.
+        """Wait until the reader's code has read every byte waiting on *sock* and blocks again, or has ended.
 
         Then the next piece a client sends arrives on its own, not glued to
         this one, however slow the machine. Returns False after *timeout*
         seconds if that does not happen.
         """
-        deadline = time.monotonic() + timeout
-        asleep_before = False
-        while time.monotonic() < deadline and not self.finished.is_set():
-            asleep = _unread_bytes(sock) == 0 and _asleep(self.thread_id)
-            if asleep and asleep_before:
-                return True
-            asleep_before = asleep
-            time.sleep(0.002)
-        return self.finished.is_set()
+        return _wait_until(lambda: self.finished.is_set() or (_unread_bytes(sock) == 0 and _blocked(self.thread_id)),
+                           timeout)
 
     def describe(self):
         """What the call did, as the end of a sentence: "it returned ..." or "it raised ..."."""
@@ -168,6 +163,19 @@ def call(function, *args, letting_through=(OSError,)):
 # -- waiting for the reader's code to be done ---------------------------------
 
 
+def _wait_until(condition, timeout):
+    """Poll *condition* every 2 ms until it holds twice in a row; return True, or False after *timeout* s."""
+    deadline = time.monotonic() + timeout
+    held_before = False
+    while time.monotonic() < deadline:
+        held = condition()
+        if held and held_before:
+            return True
+        held_before = held
+        time.sleep(0.002)
+    return False
+
+
 def _unread_bytes(sock):
     """How many bytes wait on *sock* for a recv() (0 if it is closed)."""
     try:
@@ -176,81 +184,70 @@ def _unread_bytes(sock):
         return 0
 
 
-def _asleep(thread_id):
-    """True if thread *thread_id* of this process sleeps in the kernel, or has ended."""
-    try:
-        with open(f"/proc/self/task/{thread_id}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return True
-    return _sleeping(text)
+class ThreadWatcher:
+    """One thread of this process, watched through its /proc files, opened once.
 
-
-def _sleeping(stat):
-    """True if a thread's /proc stat line says it is not running (field 3, after the name in parentheses)."""
-    return not stat or stat[stat.rindex(")") + 2] != "R"
-
-
-def _sleeping_threads_other_than(me):
-    """True if every thread of this process but *me* is asleep in the kernel."""
-    return all(_asleep(task) for task in os.listdir("/proc/self/task") if int(task) != me)
-
-
-class _ThreadWatcher:
-    """One thread's state, read through a descriptor opened beforehand: it keeps working when no descriptor is left."""
+    Opened once, they are read again with ``pread()``, which needs no new file
+    descriptor: the watcher keeps working while ``no_file_descriptors_left()``
+    holds. Close it when done (or use it in a ``with`` block).
+    """
 
     def __init__(self, thread_id):
-        self._stat = os.open(f"/proc/self/task/{thread_id}/stat", os.O_RDONLY)
-
-    def asleep(self):
-        """True if the thread sleeps in the kernel, or has ended."""
+        directory = f"/proc/self/task/{thread_id}"
+        self._stat = os.open(f"{directory}/stat", os.O_RDONLY)
         try:
-            return _sleeping(os.pread(self._stat, 4096, 0).decode())
-        except OSError:  # ESRCH: the thread has ended
-            return True
+            self._syscall = os.open(f"{directory}/syscall", os.O_RDONLY)
+        except OSError:  # hidden by this kernel's rules: the state letter alone decides
+            self._syscall = None
 
-    def wait_until_asleep(self, timeout):
-        """Wait until the thread is asleep twice in a row, 2 ms apart; return False after *timeout* s if it never is."""
-        deadline = time.monotonic() + timeout
-        asleep_before = False
-        while time.monotonic() < deadline:
-            asleep = self.asleep()
-            if asleep and asleep_before:
+    def blocked(self):
+        """True if the thread sleeps in a system call, and not for a lock (Python's GIL is one), or has ended."""
+        try:
+            state = probes.parse_stat(os.pread(self._stat, 4096, 0).decode()).state
+            if state not in "SD":
+                return state in "ZX"
+            if self._syscall is None:
                 return True
-            asleep_before = asleep
-            time.sleep(0.002)
-        return False
+            number = probes.parse_syscall(os.pread(self._syscall, 4096, 0).decode())
+        except (OSError, ValueError):  # ESRCH: the thread has ended
+            return True
+        return number is None or not probes.waiting_for_a_lock(probes.system_call_name(number))
+
+    def wait_until_blocked(self, timeout):
+        """Wait until ``blocked()`` holds twice in a row, 2 ms apart; return False if it does not within *timeout* s."""
+        return _wait_until(self.blocked, timeout)
 
     def close(self):
-        os.close(self._stat)
+        for fd in (self._stat, self._syscall):
+            if fd is not None:
+                os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
 
-@contextlib.contextmanager
-def thread_watcher(thread_id):
-    """Yield a watcher of thread *thread_id* of this process (``asleep()``, ``wait_until_asleep(timeout)``)."""
-    watcher = _ThreadWatcher(thread_id)
+def _blocked(thread_id):
     try:
-        yield watcher
-    finally:
-        watcher.close()
+        with ThreadWatcher(thread_id) as watcher:
+            return watcher.blocked()
+    except OSError:  # the thread ended before its files could be opened
+        return True
 
 
 def settle(timeout=1.0):
-    """Wait until every other thread of this process is asleep (twice in a row, 2 ms apart); return True.
+    """Wait until every other thread of this process is blocked in the kernel, twice in a row; return True.
 
-    Returns False if that does not happen within *timeout* seconds (a thread
-    that spins never sleeps): the caller goes on with what it has.
+    Then the reader's code has done all it will with what it was sent, and what
+    it sent back has reached our end of the loopback connection. Returns False
+    if that does not happen within *timeout* seconds (a thread that spins never
+    blocks): the caller goes on with what it has.
     """
     me = threading.get_native_id()
-    deadline = time.monotonic() + timeout
-    asleep_before = False
-    while time.monotonic() < deadline:
-        asleep = _sleeping_threads_other_than(me)
-        if asleep and asleep_before:
-            return True
-        asleep_before = asleep
-        time.sleep(0.002)
-    return False
+    return _wait_until(lambda: all(_blocked(task) for task in os.listdir("/proc/self/task") if int(task) != me),
+                       timeout)
 
 
 # -- a shortage of file descriptors -----------------------------------------------
