@@ -5,11 +5,10 @@ notebook executed, exactly as `make book` builds it.
 """
 
 import html.parser
-import os
+import pathlib
 import subprocess
 import sys
 import tempfile
-import pathlib
 
 import pytest
 
@@ -25,7 +24,8 @@ def built_book():
     with tempfile.TemporaryDirectory(prefix="epollbook-build-") as output:
         finished = subprocess.run([str(JUPYTER_BOOK), "build", str(ROOT), "-W", "-n", "--keep-going",
                                    "--path-output", output], capture_output=True, text=True, timeout=600)
-        assert finished.returncode == 0, f"the book did not build cleanly:\n{finished.stdout[-8000:]}\n{finished.stderr[-3000:]}"
+        assert finished.returncode == 0, \
+            f"the book did not build cleanly:\n{finished.stdout[-8000:]}\n{finished.stderr[-3000:]}"
         yield pathlib.Path(output) / "_build" / "html"
 
 
@@ -91,9 +91,11 @@ def test_solutions_stay_hidden_until_the_reader_opens_them_in_a_real_browser(bui
              f"--user-data-dir={profile}", "--virtual-time-budget=3000", "--dump-dom",
              (built_book / "book" / f"{chapter}.html").as_uri()],
             capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0 and "</html>" in finished.stdout, f"chromium could not render {chapter}: {finished.stderr[-2000:]}"
+    assert finished.returncode == 0 and "</html>" in finished.stdout, \
+        f"chromium could not render {chapter}: {finished.stderr[-2000:]}"
     blocks = _SolutionBlocks()
     blocks.feed(finished.stdout)
     solutions = [block for block in blocks.blocks if "### BEGIN SOLUTION" in block["text"]]
-    assert len(solutions) >= 2, f"{chapter}: expected every exercise's solution in a collapsed block, found {len(solutions)}"
+    assert len(solutions) >= 2, \
+        f"{chapter}: expected every exercise's solution in a collapsed block, found {len(solutions)}"
     assert not any(block["open"] for block in solutions), f"{chapter}: a solution block is open when the page loads"

@@ -51,7 +51,8 @@ def test_a_right_answer_written_differently_passes(check, right_answer, hidden, 
 def test_every_check_has_both_tables():
     checked = {name for exercise in all_exercises() for name in re.findall(r"check_(\w+)\(", exercise.values[3].source)}
     every_check = {name.removeprefix("check_") for name in checks.__all__ if name.startswith("check_")}
-    assert checked == every_check, f"checks called by the book: {sorted(checked)}; checks in the package: {sorted(every_check)}"
+    assert checked == every_check, \
+        f"checks called by the book: {sorted(checked)}; checks in the package: {sorted(every_check)}"
     for name in sorted(every_check):
         wrong = [answer for check, answer, _, _ in WRONG if check.__name__ == f"check_{name}"]
         right = [answer for check, answer in RIGHT if check.__name__ == f"check_{name}"]

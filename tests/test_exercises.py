@@ -38,7 +38,8 @@ def test_every_chapter_has_at_least_two_exercises():
 def test_each_exercise_says_what_it_teaches_and_how_long_it_takes(path, grade_id, solution, check):
     about = solution.metadata.get("epollbook", {})
     assert about.get("objective") and about.get("minutes", 0) > 0, \
-        f"{grade_id} lacks 'epollbook': {{'objective': ..., 'minutes': ...}} in its metadata (the teacher's guide lists them)"
+        f"{grade_id} lacks 'epollbook': {{'objective': ..., 'minutes': ...}} in its metadata " \
+        "(the teacher's guide lists them)"
 
 
 @pytest.mark.parametrize("path, grade_id, solution, check", EXERCISES)
@@ -63,4 +64,5 @@ def test_check_fails_on_the_unsolved_stub(path, grade_id, solution, check):
     with pytest.raises(CheckFailed) as failure:
         run_cells(stub, check.source)
     message = str(failure.value)
-    assert "not written yet" in message and "\n" not in message, f"the stub's failure should say so in one line: {message!r}"
+    assert "not written yet" in message and "\n" not in message, \
+        f"the stub's failure should say so in one line: {message!r}"

@@ -12,4 +12,5 @@ RUFF = Path(sys.executable).parent / "ruff"
 def test_ruff_finds_nothing_to_fix():
     finished = subprocess.run([str(RUFF), "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
-    assert finished.returncode == 0, f"ruff check found problems (run `make lint`):\n{finished.stdout[-6000:]}{finished.stderr}"
+    assert finished.returncode == 0, \
+        f"ruff check found problems (run `make lint`):\n{finished.stdout[-6000:]}{finished.stderr}"

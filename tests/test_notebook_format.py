@@ -20,11 +20,13 @@ def test_notebook_is_committed_without_outputs(notebook):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_runs_on_the_standard_kernel(notebook):
     kernel = read(notebook).metadata.get("kernelspec", {}).get("name")
-    assert kernel == "python3", f"{notebook.name} asks for kernel {kernel!r}; `make lab` and the build provide 'python3'"
+    assert kernel == "python3", \
+        f"{notebook.name} asks for kernel {kernel!r}; `make lab` and the build provide 'python3'"
 
 
 def test_grade_ids_are_unique_across_the_book():
-    ids = [grading(cell)["grade_id"] for path in NOTEBOOKS for cell in read(path).cells if grading(cell).get("grade_id")]
+    ids = [grading(cell)["grade_id"] for path in NOTEBOOKS for cell in read(path).cells
+           if grading(cell).get("grade_id")]
     assert len(ids) == len(set(ids)), f"repeated grade ids: {sorted({i for i in ids if ids.count(i) > 1})}"
 
 
@@ -37,7 +39,7 @@ def test_solutions_are_hidden_in_the_html_book(notebook):
 
 @pytest.mark.parametrize("notebook", CHAPTERS, ids=[path.stem for path in CHAPTERS])
 def test_line_by_line_explanations_quote_code_that_exists(notebook):
-    """In a cell tagged 'explains-code', a list item that starts with quoted code explains it: it must be in an example."""
+    """In a cell tagged 'explains-code', a list item that starts with quoted code explains it: an example has it."""
     quoted = [match for cell in read(notebook).cells if "explains-code" in cell.metadata.get("tags", [])
               for match in re.findall(r"^- `([^`]+)`", cell.source, re.MULTILINE)]
     missing = [code for code in quoted if code not in EXAMPLE_SOURCES]

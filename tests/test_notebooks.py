@@ -27,7 +27,8 @@ def test_notebook_runs_clean_and_leaves_nothing_running(notebook):
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180,
                               env={**os.environ, "EPOLLBOOK_TEST_TAG": tag})
     seconds = time.monotonic() - started
-    assert finished.returncode == 0, f"{notebook.name} failed under nbval:\n{finished.stdout[-6000:]}\n{finished.stderr[-2000:]}"
+    assert finished.returncode == 0, \
+        f"{notebook.name} failed under nbval:\n{finished.stdout[-6000:]}\n{finished.stderr[-2000:]}"
     print(f"{notebook.name}: ran clean in {seconds:.1f} s")
 
     deadline = time.monotonic() + 5.0

@@ -101,7 +101,7 @@ def http_get(target, path="/", timeout=5.0):
         connection.request("GET", path)
         response = connection.getresponse()
         return Reply(response.status, response.reason, response.getheaders(), response.read())
-    except socket.timeout:
+    except TimeoutError:
         raise TimeoutError(f"no answer from {url_of(target, path)} within {timeout:g} s") from None
     finally:
         connection.close()
@@ -115,10 +115,12 @@ def curl(target, *options, path="/", timeout=10.0, binary=False):
     wrote them. Raises ``ToolMissing`` if curl is not installed, and
     ``CurlFailed`` (with curl's own message) if curl fails.
     """
-    command = [require_tool("curl"), "--silent", "--show-error", "--max-time", str(timeout), *options, url_of(target, path)]
+    command = [require_tool("curl"), "--silent", "--show-error", "--max-time", str(timeout), *options,
+               url_of(target, path)]
     finished = subprocess.run(command, capture_output=True, timeout=timeout + 5)
     if finished.returncode != 0:
-        raise CurlFailed(f"curl failed (exit {finished.returncode}): {finished.stderr.decode(errors='replace').strip()}")
+        said = finished.stderr.decode(errors="replace").strip()
+        raise CurlFailed(f"curl failed (exit {finished.returncode}): {said}")
     if binary:
         return finished.stdout
     return finished.stdout.decode("utf-8", "replace").replace("\r\n", "\n")
@@ -152,7 +154,8 @@ def ab(target, requests=100, concurrency=1, timeout=30.0):
                "-s", str(int(timeout)), url_of(target)]
     finished = subprocess.run(command, capture_output=True, text=True, timeout=timeout + 5)
     if finished.returncode != 0:
-        raise RuntimeError(f"ab failed (exit {finished.returncode}): {finished.stderr.strip() or finished.stdout.strip()}")
+        said = finished.stderr.strip() or finished.stdout.strip()
+        raise RuntimeError(f"ab failed (exit {finished.returncode}): {said}")
     report = finished.stdout
 
     def field(label):
@@ -174,7 +177,8 @@ def exchange(target, request=REQUEST, *, timeout=5.0, piece_size=None, pause=0.0
     """
     with socket.create_connection(address_of(target), timeout=timeout) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each piece leaves at once
-        pieces = [request] if piece_size is None else [request[i:i + piece_size] for i in range(0, len(request), piece_size)]
+        size = piece_size or len(request) or 1
+        pieces = [request[i:i + size] for i in range(0, len(request), size)] or [b""]
         for number, piece in enumerate(pieces):
             if number and pause:
                 time.sleep(pause)
@@ -201,7 +205,7 @@ def read_until_closed(sock):
     try:
         while chunk := sock.recv(65536):
             received.append(chunk)
-    except socket.timeout:
+    except TimeoutError:
         raise NoEndOfAnswer(b"".join(received), sock.gettimeout()) from None
     except ConnectionResetError:
         pass
@@ -323,7 +327,7 @@ def streaming_client(target, *, most=1 << 20, stall=2.0):
                 answer.append(waiting)
                 ended = "cut"
                 break
-    except socket.timeout:
+    except TimeoutError:
         ended = "stalled"
     except OSError:  # EPIPE or ECONNRESET: the server closed, with our bytes unread
         ended = "cut"

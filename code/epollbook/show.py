@@ -50,8 +50,9 @@ class Listing:
         code = "\n".join(text for _, text in self.numbered_lines)
         highlighted = highlight(code, PythonLexer(), HtmlFormatter(nowrap=True)).splitlines()
         rows = []
-        for (number, _), line in zip(self.numbered_lines, highlighted + [""] * len(self.numbered_lines)):
-            style = ' style="background: rgba(255, 213, 79, 0.35); display: inline-block; width: 100%"' if number in self.marks else ""
+        for (number, _), line in zip(self.numbered_lines, highlighted + [""] * len(self.numbered_lines), strict=False):
+            marked = ' style="background: rgba(255, 213, 79, 0.35); display: inline-block; width: 100%"'
+            style = marked if number in self.marks else ""
             label = f"{number if number else '':>{width}}"
             rows.append(f'<span{style}><span style="color: #888; user-select: none">{label}  </span>{line}</span>')
         return (f'<div class="epollbook-listing"><p><code>{html.escape(self.title)}</code></p>'
@@ -77,7 +78,7 @@ def show_changes(old, new):
     # Compare without indentation: code that only moved into a new block is not new.
     matcher = difflib.SequenceMatcher(a=[line.strip() for line in old_lines],
                                       b=[line.strip() for line in lines], autojunk=False)
-    for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+    for tag, _, _, b0, b1 in matcher.get_opcodes():
         if tag in ("replace", "insert"):
             listing.marks.update(range(first + b0, first + b1))
     listing.title += f"  (highlighted: what changed from {old})"

@@ -15,7 +15,8 @@ def counts_characters(text):
 
 
 def returns_text(text):
-    return f"HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(text.encode())}\r\n\r\n{text}"
+    return (f"HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(text.encode())}\r\n\r\n{text}")
 
 
 def no_charset(text):
@@ -25,7 +26,8 @@ def no_charset(text):
 
 def encodes_latin1(text):
     body = text.encode("latin-1", "replace")
-    return b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def bare_newlines(text):
@@ -40,12 +42,14 @@ def crlf_but_bare_blank_line(text):
 
 def http_1_1_status(text):
     body = text.encode()
-    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def no_reason_phrase(text):
     body = text.encode()
-    return b"HTTP/1.0 200\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return (b"HTTP/1.0 200\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def no_content_length(text):
@@ -54,12 +58,14 @@ def no_content_length(text):
 
 def html_content_type(text):
     body = text.encode()
-    return b"HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return (b"HTTP/1.0 200 OK\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def space_before_colon(text):
     body = text.encode()
-    return b"HTTP/1.0 200 OK\r\nContent-Type : text/plain; charset=utf-8\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    return (b"HTTP/1.0 200 OK\r\nContent-Type : text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def body_ends_with_a_line_break(text):

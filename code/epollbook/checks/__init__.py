@@ -16,5 +16,12 @@ from epollbook.checks.chapter1 import check_make_response, check_open_listener, 
 from epollbook.checks.chapter2 import check_receive_request, check_serve_forever
 from epollbook.checks.harness import SECONDS, CheckFailed
 
-__all__ = ["CheckFailed", "SECONDS", "check_make_response", "check_open_listener", "check_receive_exactly",
-           "check_receive_request", "check_serve_forever"]
+__all__ = [
+           "SECONDS",
+           "CheckFailed",
+           "check_make_response",
+           "check_open_listener",
+           "check_receive_exactly",
+           "check_receive_request",
+           "check_serve_forever",
+]

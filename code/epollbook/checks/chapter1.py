@@ -6,7 +6,6 @@ import http.client
 import shutil
 import socket
 import threading
-import time
 
 from epollbook import clients
 from epollbook.checks.harness import SECONDS, CheckFailed, Running, call, finish, passed, short, wake_and_close
@@ -104,7 +103,10 @@ def check_make_response(make_response, *, hidden=False):
     *hidden* runs the texts graders keep hidden instead: a long one, one holding
     an empty line, one with no Latin letters.
     """
-    texts = ["é" * 50_000, "line one\r\n\r\nline three", "日本語のテキスト"] if hidden else ["Hello, world!", "Grüße aus Köln ☕", ""]
+    if hidden:
+        texts = ["é" * 50_000, "line one\r\n\r\nline three", "日本語のテキスト"]
+    else:
+        texts = ["Hello, world!", "Grüße aus Köln ☕", ""]
     for text in texts:
         response = call(make_response, text, letting_through=())
         if not isinstance(response, (bytes, bytearray, memoryview)):
@@ -148,12 +150,14 @@ def check_open_listener(open_listener, *, hidden=False):
     with _listener_from(open_listener, 0) as listener:
         host, port = listener.getsockname()[:2]
         if listener.type != socket.SOCK_STREAM or listener.family != socket.AF_INET:
-            raise CheckFailed(f"expected an IPv4 TCP socket (AF_INET, SOCK_STREAM); got {listener.family!r}, {listener.type!r}")
+            raise CheckFailed(f"expected an IPv4 TCP socket (AF_INET, SOCK_STREAM); "
+                              f"got {listener.family!r}, {listener.type!r}")
         if host != "127.0.0.1":
             raise CheckFailed(f"expected the socket bound to 127.0.0.1, this machine only; it is bound to {host}"
                               + (", every interface" if host == "0.0.0.0" else ""))
         if not listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-            raise CheckFailed(f"expected a listening socket on port {port}; it is bound but not listening: call listen()")
+            raise CheckFailed(f"expected a listening socket on port {port}; it is bound but not listening: "
+                              "call listen()")
         if hidden:
             try:
                 second = call(open_listener, port)
@@ -170,7 +174,8 @@ def check_open_listener(open_listener, *, hidden=False):
     passed(f"open_listener(0) listens on 127.0.0.1:{port}")
     with _listener_from(open_listener, port) as again:
         if again.getsockname()[1] != port:
-            raise CheckFailed(f"open_listener({port}) should listen on port {port}; it listens on {again.getsockname()[1]}")
+            raise CheckFailed(f"open_listener({port}) should listen on port {port}; "
+                              f"it listens on {again.getsockname()[1]}")
     passed(f"listening again on port {port} right after a connection there closed (it waits in TIME_WAIT)")
 
 
@@ -254,13 +259,13 @@ def check_receive_exactly(receive_exactly, *, hidden=False):
             continue
         if running.error is not None or running.value != expected:
             got = running.describe() if running.error else f"it returned {len(running.value or b''):,} bytes"
-            raise CheckFailed(f"expected receive_exactly(conn, {size:,}) to return the {size:,} bytes of {description}; "
-                              f"{got}" + ("" if running.error or len(running.value or b"") >= size else
-                                          ": one recv() returns what has arrived so far, not what you asked for")
-                              ) from running.error
+            short_read = running.error is None and len(running.value or b"") < size
+            hint = ": one recv() returns what has arrived so far, not what you asked for" if short_read else ""
+            raise CheckFailed(f"expected receive_exactly(conn, {size:,}) to return the {size:,} bytes "
+                              f"of {description}; {got}{hint}") from running.error
         if left != then:
-            raise CheckFailed(f"expected the {len(then)} bytes after the first {size:,} ({short(then)}) to be left on the "
-                              f"socket for the next read; {len(then) - len(left)} of them were gone: never ask recv() "
-                              "for more than the bytes still missing")
+            raise CheckFailed(f"expected the {len(then)} bytes after the first {size:,} ({short(then)}) to be left "
+                              f"on the socket for the next read; {len(then) - len(left)} of them were gone: never "
+                              "ask recv() for more than the bytes still missing")
         passed(f"receive_exactly returned {description}" + (", and left the next message unread" if then else ""))
 
