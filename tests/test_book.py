@@ -16,6 +16,10 @@ from notebooks import ROOT
 from tools import need_tool
 
 JUPYTER_BOOK = pathlib.Path(sys.executable).parent / "jupyter-book"
+BUILD_SECONDS = 600
+
+# The first test to use the build pays for it: the limit covers the build and that test.
+pytestmark = pytest.mark.timeout(BUILD_SECONDS + 120)
 
 
 
@@ -23,7 +27,7 @@ JUPYTER_BOOK = pathlib.Path(sys.executable).parent / "jupyter-book"
 def built_book():
     with tempfile.TemporaryDirectory(prefix="epollbook-build-") as output:
         finished = subprocess.run([str(JUPYTER_BOOK), "build", str(ROOT), "-W", "-n", "--keep-going",
-                                   "--path-output", output], capture_output=True, text=True, timeout=600)
+                                   "--path-output", output], capture_output=True, text=True, timeout=BUILD_SECONDS)
         assert finished.returncode == 0, \
             f"the book did not build cleanly:\n{finished.stdout[-8000:]}\n{finished.stderr[-3000:]}"
         yield pathlib.Path(output) / "_build" / "html"

@@ -34,9 +34,15 @@ EVERY_EXERCISE = {(path.stem, grade_id) for path in CHAPTERS for grade_id, _, _ 
 THIS_RUN = {"EPOLLBOOK_TEST_RUN": uuid.uuid4().hex}
 
 
+MAKE_SECONDS = 600
+
+# A test that is the first to use `graded` pays for making the student version and grading the class.
+pytestmark = pytest.mark.timeout(2 * MAKE_SECONDS + 120)
+
+
 def make(*arguments):
     finished = subprocess.run(["make", "--no-print-directory", *arguments], cwd=ROOT, capture_output=True, text=True,
-                              timeout=900, env={**os.environ, **THIS_RUN})
+                              timeout=MAKE_SECONDS, env={**os.environ, **THIS_RUN})
     assert finished.returncode == 0, \
         f"make {' '.join(arguments)} failed:\n{finished.stdout[-4000:]}\n{finished.stderr[-4000:]}"
     return finished.stdout
