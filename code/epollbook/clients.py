@@ -212,38 +212,79 @@ def read_until_closed(sock):
     return b"".join(received)
 
 
-class PendingRequest:
-    """A request running in the background (see ``start_request``)."""
+class Background:
+    """A call running in a thread of its own (see ``in_background``).
+
+    ``thread`` is that thread (``probes.process_state(os.getpid(), thread=...)``
+    shows where it waits). ``finished`` is an Event set once the call has
+    returned or raised; then ``value`` is what it returned and ``error`` what it
+    raised (each None otherwise), and ``seconds`` how long it took since
+    ``started``. ``result()`` waits for it. The thread never prints.
+    """
+
+    def __init__(self, call, *args, name=None):
+        self.value = self.error = self.seconds = None
+        self.finished = threading.Event()
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, args=(call, *args), daemon=True,
+                                       name=name or f"in_background({getattr(call, '__qualname__', 'call')})")
+        self.thread.start()
+
+    def _run(self, call, *args):
+        try:
+            self.value = call(*args)
+        except BaseException as error:  # kept for whoever waits on it, not printed by the thread
+            self.error = error
+        finally:
+            self.seconds = time.monotonic() - self.started
+            self.finished.set()
+
+    @property
+    def done(self):
+        """True once the call has returned or raised."""
+        return self.finished.is_set()
+
+    def result(self, timeout=5.0):
+        """Wait up to *timeout* seconds for the call; return what it returned, or raise what it raised.
+
+        Raises ``TimeoutError`` if it is still running then.
+        """
+        if not self.finished.wait(timeout):
+            raise TimeoutError(f"{self.thread.name} is still running after {timeout:g} s")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def in_background(call, *args):
+    """Start ``call(*args)`` in a daemon thread of its own; return a ``Background`` at once.
+
+    For watching a call that blocks while a cell goes on:
+    ``in_background(listener.accept)`` waits for a client,
+    ``in_background(read_until_closed, sock)`` reads what a server sends.
+    """
+    return Background(call, *args)
+
+
+class PendingRequest(Background):
+    """A request running in the background (see ``start_request``): ``answered``, ``wait()``, ``seconds``."""
 
     def __init__(self, target, request, timeout):
-        self._done = threading.Event()
-        self.reply = self.error = None
-        self.started = time.monotonic()
-        self.seconds = None  # how long the answer took, once it came
-
-        def run():
-            try:
-                self.reply = exchange(target, request, timeout=timeout)
-            except OSError as error:  # TimeoutError included
-                self.error = error
-            finally:
-                self.seconds = time.monotonic() - self.started
-                self._done.set()
-
-        threading.Thread(target=run, name="pending request", daemon=True).start()
+        super().__init__(lambda: exchange(target, request, timeout=timeout), name="pending request")
 
     @property
     def answered(self):
         """True once the server has answered (or the request failed)."""
-        return self._done.is_set()
+        return self.done
 
     def wait(self, timeout=10.0):
         """Wait for the answer; return the bytes received. Raises what the request raised."""
-        if not self._done.wait(timeout):
-            raise TimeoutError(f"still no answer after {timeout:g} s")
-        if self.error is not None:
-            raise self.error
-        return self.reply
+        try:
+            return self.result(timeout)
+        except TimeoutError:
+            if self.done:
+                raise  # the request itself timed out
+            raise TimeoutError(f"still no answer after {timeout:g} s") from None
 
 
 def start_request(target, request=REQUEST, timeout=10.0):
@@ -384,58 +425,3 @@ def peek(sock, size=4096):
         return sock.recv(size, socket.MSG_PEEK)
     except ConnectionResetError:
         return b""
-
-
-# -- clients for chapters 1-2 ----------------------------------------------
-
-
-class Background:
-    """A blocking call running in a thread of its own (see ``in_background``).
-
-    ``thread`` is that thread (``probes.process_state(os.getpid(), thread=...)``
-    shows where it waits), ``done`` says whether the call has returned or
-    raised, ``result()`` gives what it returned.
-    """
-
-    def __init__(self, call, *args):
-        self._returned = self._raised = None
-        self._finished = threading.Event()
-
-        def run():
-            try:
-                self._returned = call(*args)
-            except BaseException as error:  # kept for result(), not printed by the thread
-                self._raised = error
-            finally:
-                self._finished.set()
-
-        name = f"in_background({getattr(call, '__qualname__', 'call')})"
-        self.thread = threading.Thread(target=run, name=name, daemon=True)
-        self.thread.start()
-
-    @property
-    def done(self):
-        """True once the call has returned or raised."""
-        return self._finished.is_set()
-
-    def result(self, timeout=5.0):
-        """Wait up to *timeout* seconds for the call; return what it returned, or raise what it raised.
-
-        Raises ``TimeoutError`` if it is still running then.
-        """
-        if not self._finished.wait(timeout):
-            raise TimeoutError(f"{self.thread.name} is still running after {timeout:g} s")
-        if self._raised is not None:
-            raise self._raised
-        return self._returned
-
-
-def in_background(call, *args):
-    """Start ``call(*args)`` in a daemon thread of its own; return a ``Background`` at once.
-
-    For watching a call that blocks while a cell goes on:
-    ``in_background(listener.accept)`` waits for a client,
-    ``in_background(read_until_closed, sock)`` reads what a server sends.
-    The thread never prints: what the call raises is raised again by ``result()``.
-    """
-    return Background(call, *args)

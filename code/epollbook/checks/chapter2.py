@@ -15,7 +15,6 @@ from epollbook.checks.harness import (
     finish,
     no_file_descriptors_left,
     passed,
-    settle,
     short,
     wake_and_close,
 )
@@ -187,7 +186,7 @@ class _ServerUnderCheck:
         """Send *pieces* of one request; the server must say nothing before the last one, then answer it."""
         with clients.stalled_client(self.address, pieces[0]) as client:
             for sent, piece in itertools.pairwise(pieces):
-                settle()  # the server has done all it will do with what it has
+                self.running.settle()  # the server has done all it will do with what it has
                 early = clients.peek(client)
                 if early is not None:
                     what = f"answered {short(early)}" if early else "closed the connection"
@@ -223,7 +222,7 @@ class _ServerUnderCheck:
 
     def survives_running_out_of_file_descriptors(self):
         """While no file descriptor is left, a client connects: accept() fails with EMFILE; the server must go on."""
-        settle()  # back in accept(): a blocked accept() has already reserved the descriptor it will return
+        self.running.settle()  # back in accept(), which has already reserved the descriptor it will return
         client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             with ThreadWatcher(self.running.thread_id) as server_thread, no_file_descriptors_left():

@@ -23,10 +23,13 @@ test suite grades the solutions under such a load).
 Some verdicts need to know that the reader's code has done everything it is
 going to do in response to something: "the server answered before the request
 was complete" is only true once the server has had its chance to answer. A
-fixed pause is a guess that a loaded machine proves wrong. ``settle()`` waits
-instead until every other thread of this process is asleep in the kernel: then
-the reader's code is blocked in a call (``recv()``, ``accept()``, a sleep), and
-whatever it sent has already reached our end of a loopback connection.
+fixed pause is a guess that a loaded machine proves wrong. ``Running.settle()``
+waits instead until every thread the reader's code runs in is blocked in the
+kernel, in a call of its own (``recv()``, ``accept()``, a sleep) and not in a
+wait for a lock, which in Python is mostly the wait for the GIL, on the way back
+to running. Then whatever that code sent has already reached our end of a
+loopback connection. Threads that were there before (a notebook kernel has
+several, waiting on locks for ever) are not the reader's and do not count.
 
 Every check says what went wrong in one sentence, as ``CheckFailed`` (an
 ``AssertionError``), and prints one line per case that passed. An unsolved
@@ -40,10 +43,9 @@ import resource
 import socket
 import struct
 import termios
-import threading
 import time
 
-from epollbook import probes
+from epollbook import clients, probes
 
 SECONDS = 2.0
 """How long the reader's code may take for one case before the check calls it stuck."""
@@ -73,25 +75,29 @@ def short(data, limit=60):
 # -- running the reader's code ----------------------------------------------
 
 
-class Running:
-    """The reader's function running in a thread: ``finished`` (an Event), ``value``, ``error``, ``thread_id``."""
+class Running(clients.Background):
+    """The reader's *function* running in a thread (a ``clients.Background``), with what a check needs to judge it.
+
+    ``finished``, ``value`` and ``error`` say how the call ended; ``thread_id``
+    is the thread's id in the kernel, for watching where it waits.
+    """
 
     def __init__(self, function, *args):
         self.function = function
-        self.finished = threading.Event()
-        self.value = self.error = None
-        self._thread = threading.Thread(target=self._run, args=args, daemon=True,
-                                        name=f"exercise {getattr(function, '__name__', function)}")
-        self._thread.start()
-        self.thread_id = self._thread.native_id
+        self._threads_before = _threads()  # so that the threads the reader's code starts can be told apart
+        super().__init__(function, *args, name=f"exercise {getattr(function, '__name__', function)}")
+        self.thread_id = self.thread.native_id
 
-    def _run(self, *args):
-        try:
-            self.value = self.function(*args)
-        except BaseException as error:  # handed to the check, which judges it
-            self.error = error
-        finally:
-            self.finished.set()
+    def settle(self, timeout=0.5):
+        """Wait until the reader's code, in every thread it runs in, is blocked in the kernel, twice in a row.
+
+        Then it has done all it will with what it was sent, and what it sent
+        back has reached our end of the loopback connection. Returns False if
+        that does not happen within *timeout* seconds (code that spins never
+        blocks, a thread pool's idle workers wait on a lock): the caller goes
+        on with what it has.
+        """
+        return _wait_until(lambda: all(_blocked(thread) for thread in _threads() - self._threads_before), timeout)
 
     def wait_until_taken(self, sock, timeout=1.0):
         """Wait until the reader's code has read every byte waiting on *sock* and blocks again, or has ended.
@@ -229,25 +235,17 @@ class ThreadWatcher:
         self.close()
 
 
+def _threads():
+    """The ids of this process's threads."""
+    return {int(task) for task in os.listdir("/proc/self/task")}
+
+
 def _blocked(thread_id):
     try:
         with ThreadWatcher(thread_id) as watcher:
             return watcher.blocked()
     except OSError:  # the thread ended before its files could be opened
         return True
-
-
-def settle(timeout=1.0):
-    """Wait until every other thread of this process is blocked in the kernel, twice in a row; return True.
-
-    Then the reader's code has done all it will with what it was sent, and what
-    it sent back has reached our end of the loopback connection. Returns False
-    if that does not happen within *timeout* seconds (a thread that spins never
-    blocks): the caller goes on with what it has.
-    """
-    me = threading.get_native_id()
-    return _wait_until(lambda: all(_blocked(task) for task in os.listdir("/proc/self/task") if int(task) != me),
-                       timeout)
 
 
 # -- a shortage of file descriptors -----------------------------------------------
