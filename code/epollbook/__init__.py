@@ -2,12 +2,17 @@
 
 One module per job, so that a notebook cell reads like a sentence:
 
-- ``catalog``  — every server the book can run, by name;
-- ``launch``   — start a server in the background, talk to it, stop it for sure;
-- ``clients``  — well-behaved and misbehaving clients, and real tools (curl, ab);
-- ``probes``   — what the kernel sees: process state, CPU time, open fds;
-- ``show``     — the servers' source code, numbered, for the chapters;
-- ``checks``   — the checks behind the exercises.
+- ``catalog``   — every server the book can run, by name;
+- ``launch``    — start a server in the background, talk to it, stop it for sure
+                  (with ``output``, its bounded capture, and ``lifeline``, the pipe it dies by);
+- ``clients``   — the only network layer: real tools (curl, ab), polite and rude
+                  clients, and what a check needs to play the server;
+- ``probes``    — what the kernel sees: where a process or thread waits, CPU time,
+                  context switches, open fds, TCP sockets and the listen queue;
+- ``show``      — the servers' source code, numbered, for the chapters;
+- ``checks``    — the checks behind the exercises, one module per chapter;
+- ``exercises`` — the chapters' exercises as their notebooks hold them;
+- ``classroom`` — the teacher's tools: the student version and the autograder.
 
 epoll is Linux-only; ``require_linux()`` says what to do elsewhere.
 """
