@@ -115,7 +115,7 @@ class Running(clients.Background):
             return "it was still running"
         if self.error is None:
             return f"it returned {short(self.value)}"
-        return f"it raised {type(self.error).__name__}: {self.error}"
+        return f"it raised {type(self.error).__name__}: {' '.join(str(self.error).split())}"
 
 
 def fail_if_not_written(function, error):
