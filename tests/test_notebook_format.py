@@ -55,3 +55,16 @@ def test_code_fits_the_page_without_scrolling_sideways(notebook):
     long = [f"cell {index}: {line!r}" for index, cell in enumerate(read(notebook).cells) if cell.cell_type == "code"
             for line in cell.source.splitlines() if len(line) > PAGE_WIDTH]
     assert not long, f"{notebook.name}: code lines longer than {PAGE_WIDTH} characters:\n" + "\n".join(long)
+
+
+@pytest.mark.parametrize("notebook", CHAPTERS, ids=[path.stem for path in CHAPTERS])
+def test_every_chapter_has_the_books_skeleton(notebook):
+    cells = read(notebook).cells
+    headings = [line for cell in cells if cell.cell_type == "markdown"
+                for line in cell.source.splitlines() if line.startswith("#")]
+    code = [cell.source for cell in cells if cell.cell_type == "code"]
+    assert headings and headings[0].startswith("# "), f"{notebook.name} does not open with its title: {headings[:1]}"
+    missing = [heading for heading in ("## Exercises", "## What we saw") if heading not in headings]
+    assert not missing, f"{notebook.name} lacks the sections {missing}; its headings: {headings}"
+    assert "require_linux()" in code[0], f"{notebook.name}'s first code cell does not call require_linux()"
+    assert "stop_all()" in code[-1], f"{notebook.name}'s last code cell does not call stop_all()"
