@@ -58,3 +58,9 @@ def test_every_check_has_both_tables():
         right = [answer for check, answer in RIGHT if check.__name__ == f"check_{name}"]
         assert len(wrong) >= 2 and len(right) >= 2, \
             f"check_{name} has {len(wrong)} wrong and {len(right)} right answers in the tables; at least 2 of each"
+
+
+@pytest.mark.parametrize("name", [name for name in checks.__all__ if name.startswith("check_")])
+def test_a_check_given_something_other_than_a_function_says_so(name):
+    with pytest.raises(CheckFailed, match="pass the function itself"):
+        getattr(checks, name)(b"the result of calling it")

@@ -198,6 +198,17 @@ def ignores_the_end(conn, size):
     return data
 
 
+def closes_when_done(conn, size):
+    with conn:
+        data = b""
+        while len(data) < size:
+            piece = conn.recv(size - len(data))
+            if not piece:
+                raise ConnectionError("closed")
+            data += piece
+        return data
+
+
 def returns_what_came_on_close(conn, size):
     data = b""
     while len(data) < size:
@@ -270,6 +281,7 @@ WRONG = [
     (C.check_receive_exactly, through_a_file, {}, "never ask recv() for more than the bytes still missing"),
     (C.check_receive_exactly, ignores_the_end, {}, "when recv() returns b''"),
     (C.check_receive_exactly, returns_what_came_on_close, {}, "expected ConnectionError"),
+    (C.check_receive_exactly, closes_when_done, {}, "to leave the connection open"),
 ]
 
 RIGHT = [

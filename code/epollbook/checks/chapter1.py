@@ -168,7 +168,12 @@ def check_open_listener(open_listener, *, hidden=False):
             raise CheckFailed(f"expected open_listener({port}) to fail while port {port} still listens; it opened "
                               "a second listener: SO_REUSEPORT lets two servers share a port without a word")
         with socket.create_connection(("127.0.0.1", port), timeout=5.0) as client:
-            connection, _ = listener.accept()
+            listener.settimeout(5.0)  # whatever mode it was given: the connection is queued, or about to be
+            try:
+                connection, _ = listener.accept()
+            except OSError as error:
+                raise CheckFailed(f"expected a client's connection to wait in the queue of the socket "
+                                  f"open_listener(0) returned; accept() on it raised {error!r}") from None
             connection.close()  # the server closes first: its side of the connection waits in TIME_WAIT
             client.recv(1)
     passed(f"open_listener(0) listens on 127.0.0.1:{port}")
@@ -220,6 +225,9 @@ def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None):
                seconds=SECONDS + len(pieces), unblock=[server_side])
         left = b""
         if running.error is None and end is None:
+            if server_side.fileno() == -1:
+                raise CheckFailed(f"expected receive_exactly(conn, {size:,}) to leave the connection open: the "
+                                  "bytes after the message belong to the next read; it closed it")
             sender.join(SECONDS)
             client.shutdown(socket.SHUT_WR)  # so that reading what is left ends
             server_side.settimeout(1.0)
@@ -258,8 +266,9 @@ def check_receive_exactly(receive_exactly, *, hidden=False):
             passed(f"receive_exactly raised {type(running.error).__name__} for {description}")
             continue
         if running.error is not None or running.value != expected:
-            got = running.describe() if running.error else f"it returned {len(running.value or b''):,} bytes"
-            short_read = running.error is None and len(running.value or b"") < size
+            returned_bytes = running.error is None and isinstance(running.value, (bytes, bytearray))
+            got = f"it returned {len(running.value):,} bytes" if returned_bytes else running.describe()
+            short_read = returned_bytes and len(running.value) < size
             hint = ": one recv() returns what has arrived so far, not what you asked for" if short_read else ""
             raise CheckFailed(f"expected receive_exactly(conn, {size:,}) to return the {size:,} bytes "
                               f"of {description}; {got}{hint}") from running.error

@@ -193,7 +193,11 @@ class _ServerUnderCheck:
                     raise CheckFailed(f"expected no answer before the empty line that ends the request; after only "
                                       f"{short(sent)} the server {what}: one recv() is not one request, read until "
                                       "the empty line")
-                client.sendall(piece)
+                try:
+                    client.sendall(piece)
+                except OSError as error:
+                    raise CheckFailed(f"expected the server to read {description} to its end; after "
+                                      f"{short(sent)} the connection failed: {error}") from None
             client.settimeout(ANSWER_SECONDS)
             try:
                 reply = clients.read_until_closed(client)
@@ -242,7 +246,8 @@ class _ServerUnderCheck:
         self.still_serving("accept() failed with EMFILE ('Too many open files') for a while")
 
     def returns_once_shut_down(self):
-        self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(), which raises OSError (EINVAL); close() would not
+        with contextlib.suppress(OSError):  # closed already, by the reader's code
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(), which raises OSError (EINVAL); close() would not
         if not self.running.finished.wait(SECONDS):
             raise CheckFailed(f"expected serve_forever to return once its listening socket was shut down; it was still "
                               f"running {SECONDS:g} s later: when accept() raises OSError with errno EINVAL, return")

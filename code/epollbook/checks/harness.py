@@ -83,9 +83,12 @@ class Running(clients.Background):
     """
 
     def __init__(self, function, *args):
+        if not callable(function):
+            raise CheckFailed(f"expected your function, to run it; the check was given {type(function).__name__}: "
+                              f"{short(function)} (pass the function itself, without calling it)")
         self.function = function
         self._threads_before = _threads()  # so that the threads the reader's code starts can be told apart
-        super().__init__(function, *args, name=f"exercise {getattr(function, '__name__', function)}")
+        super().__init__(function, *args, name=f"exercise {_name(function)}")
         self.thread_id = self.thread.native_id
 
     def settle(self, timeout=0.5):
@@ -118,10 +121,14 @@ class Running(clients.Background):
         return f"it raised {type(self.error).__name__}: {' '.join(str(self.error).split())}"
 
 
+def _name(function):
+    return getattr(function, "__name__", "your function")
+
+
 def fail_if_not_written(function, error):
     """Raise the stub's one-line ``CheckFailed`` if *error* is the stub's ``NotImplementedError``."""
     if isinstance(error, NotImplementedError):
-        raise CheckFailed(f"{function.__name__} is not written yet (it raises NotImplementedError): "
+        raise CheckFailed(f"{_name(function)} is not written yet (it raises NotImplementedError): "
                           "replace the stub with your code, run its cell, then this one") from None
 
 
@@ -156,13 +163,15 @@ def call(function, *args, letting_through=(OSError,)):
     Exceptions in *letting_through* are raised for the check to judge; any
     other becomes a ``CheckFailed`` that names it.
     """
-    shown = f"{function.__name__}({', '.join(short(arg) for arg in args)})"
-    running = finish(Running(function, *args), f"{shown} did not return within {SECONDS:g} s")
+    running = Running(function, *args)
+    shown = f"{_name(function)}({', '.join(short(arg) for arg in args)})"
+    running = finish(running, f"{shown} did not return within {SECONDS:g} s")
     if isinstance(running.error, letting_through):
         raise running.error
     if running.error is not None:
         raise CheckFailed(f"expected {shown} to return; it raised "
-                          f"{type(running.error).__name__}: {running.error}") from running.error
+                          f"{type(running.error).__name__}: {' '.join(str(running.error).split())}"
+                          ) from running.error
     return running.value
 
 
