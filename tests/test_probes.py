@@ -12,7 +12,6 @@ import dataclasses
 import os
 import re
 import select
-import shutil
 import socket
 import struct
 import subprocess
@@ -36,7 +35,7 @@ from epollbook.probes import (
     tcp_sockets,
     wait_until_blocked,
 )
-from tools import no_server_left_running, wait_for_printed
+from tools import need_tool, no_server_left_running, wait_for_printed
 
 
 @pytest.fixture(autouse=True)
@@ -309,8 +308,7 @@ def test_listen_queue_counts_connections_waiting_for_accept_and_reads_the_backlo
             listener.accept()[0].close()
             one = listen_queue(port)
     assert (two.host, two.port, two.waiting, one.waiting) == ("127.0.0.1", port, 2, 1), f"read {two}, then {one}"
-    if shutil.which("ss") is None:
-        pytest.skip("ss is not installed (on Debian or Ubuntu: `sudo apt-get install iproute2`)")
+    need_tool("ss")
     assert two.backlog == 3, f"listen(3), and the probe read {two}"
 
 
@@ -331,8 +329,7 @@ def test_listen_queue_of_a_port_nothing_listens_on_is_a_lookup_error():
 
 
 def test_ss_shows_the_listening_socket_and_both_ends_of_a_connection():
-    if shutil.which("ss") is None:
-        pytest.skip("ss is not installed (on Debian or Ubuntu: `sudo apt-get install iproute2`)")
+    need_tool("ss")
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
         with socket.create_connection(("127.0.0.1", port)) as client:

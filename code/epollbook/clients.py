@@ -37,7 +37,7 @@ FIRST_LINE = b"GET / HTTP/1.0\r\n"
 """The start of a request with no end: no blank line follows."""
 
 # The Debian/Ubuntu package of each tool that is not a Python package.
-DEBIAN_PACKAGES = {"curl": "curl", "ab": "apache2-utils", "wrk": "wrk", "chromium": "chromium"}
+DEBIAN_PACKAGES = {"curl": "curl", "ab": "apache2-utils", "wrk": "wrk", "chromium": "chromium", "ss": "iproute2"}
 
 
 class ToolMissing(RuntimeError):
