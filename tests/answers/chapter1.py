@@ -191,6 +191,16 @@ def through_a_file(conn, size):
         return file.read(size)
 
 
+def asks_for_all_of_it_each_time(conn, size):
+    data = b""
+    while len(data) < size:
+        piece = conn.recv(size)
+        if not piece:
+            raise ConnectionError("closed")
+        data += piece
+    return data[:size]
+
+
 def ignores_the_end(conn, size):
     data = b""
     while len(data) < size:
@@ -256,6 +266,7 @@ def into_a_bytes_io(conn, size):
 
 
 C = checks
+OVER_READ = "never ask recv() for more than the bytes still missing"
 WRONG = [
     (C.check_make_response, counts_characters, {}, "count bytes, not characters"),
     (C.check_make_response, returns_text, {}, "should return bytes"),
@@ -277,8 +288,9 @@ WRONG = [
     (C.check_open_listener, on_ipv6_loopback, {}, "IPv4"),
     (C.check_open_listener, shares_the_port, {"hidden": True}, "SO_REUSEPORT"),
     (C.check_receive_exactly, one_recv, {}, "one recv() returns what has arrived so far"),
-    (C.check_receive_exactly, reads_whole_chunks, {}, "never ask recv() for more than the bytes still missing"),
-    (C.check_receive_exactly, through_a_file, {}, "never ask recv() for more than the bytes still missing"),
+    (C.check_receive_exactly, reads_whole_chunks, {}, OVER_READ),
+    (C.check_receive_exactly, through_a_file, {}, OVER_READ),
+    (C.check_receive_exactly, asks_for_all_of_it_each_time, {}, OVER_READ),
     (C.check_receive_exactly, ignores_the_end, {}, "when recv() returns b''"),
     (C.check_receive_exactly, returns_what_came_on_close, {}, "expected ConnectionError"),
     (C.check_receive_exactly, closes_when_done, {}, "to leave the connection open"),

@@ -253,7 +253,8 @@ def check_receive_exactly(receive_exactly, *, hidden=False):
                  ("nothing, when asked for 0 bytes", 0, [b""], next_message, None),
                  ("a client that resets the connection after 10 of 30 bytes", 30, [message[:10]], b"", "reset")]
     else:
-        cases = [("30 bytes in 3 pieces", 30, [message[:10], message[10:20], message[20:]], b"", None),
+        cases = [("30 bytes in 3 pieces, the next message right behind the last", 30,
+                  [message[:10], message[10:20], message[20:]], next_message, None),
                  ("30 bytes followed at once by the next message", 30, [message], next_message, None),
                  ("a client that closes after 10 of 30 bytes", 30, [message[:10]], b"", "close")]
     for description, size, pieces, then, end in cases:
