@@ -279,12 +279,9 @@ class PendingRequest(Background):
 
     def wait(self, timeout=10.0):
         """Wait for the answer; return the bytes received. Raises what the request raised."""
-        try:
-            return self.result(timeout)
-        except TimeoutError:
-            if self.done:
-                raise  # the request itself timed out
-            raise TimeoutError(f"still no answer after {timeout:g} s") from None
+        if not self.finished.wait(timeout):
+            raise TimeoutError(f"still no answer after {timeout:g} s")
+        return self.result()
 
 
 def start_request(target, request=REQUEST, timeout=10.0):
@@ -399,9 +396,18 @@ def connected_pair():
         yield client, server_side
     finally:
         client.close()
-        with contextlib.suppress(OSError):
-            server_side.shutdown(socket.SHUT_RDWR)
-        server_side.close()
+        wake_and_close(server_side)
+
+
+def wake_and_close(sock):
+    """Wake whatever blocks on *sock*, then close it.
+
+    ``shutdown()`` wakes a thread blocked on the socket; ``close()`` from another
+    thread would not, on Linux (close(2)).
+    """
+    with contextlib.suppress(OSError):  # not connected, or closed already
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
 
 
 def wait_readable(sock, timeout):

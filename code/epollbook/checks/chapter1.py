@@ -8,7 +8,7 @@ import socket
 import threading
 
 from epollbook import clients
-from epollbook.checks.harness import SECONDS, CheckFailed, Running, call, finish, passed, short, wake_and_close
+from epollbook.checks.harness import ENDINGS, PIECE_SECONDS, SECONDS, CheckFailed, Running, call, finish, passed, short
 from epollbook.checks.http_response import UTF8_LABELS, media_type, read_response
 
 # -- make_response ------------------------------------------------------------
@@ -36,7 +36,7 @@ def _serving_bytes(response, connections):
     try:
         yield listener.getsockname()
     finally:
-        wake_and_close(listener)
+        clients.wake_and_close(listener)
         thread.join(2.0)
 
 
@@ -187,20 +187,6 @@ def check_open_listener(open_listener, *, hidden=False):
 # -- receive_exactly ------------------------------------------------------------------
 
 
-def _send(client, pieces, then, end, between):
-    """The client's side: *pieces*, calling *between* before each but the first, *then* right behind the last;
-    then end as *end* says."""
-    with contextlib.suppress(OSError):  # the reader's code may have given up on the connection already
-        for number, piece in enumerate(pieces):
-            if number:
-                between()
-            client.sendall(piece + (then if number == len(pieces) - 1 else b""))
-        if end == "close":
-            client.close()
-        elif end == "reset":
-            clients.reset(client)
-
-
 def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None):
     """Run ``receive_exactly(conn, size)`` on a live connection while a client sends *pieces*.
 
@@ -213,26 +199,22 @@ def _receive_exactly(receive_exactly, size, pieces, *, then=b"", end=None):
     """
     with clients.connected_pair() as (client, server_side):
         running = Running(receive_exactly, server_side, size)
-        sender = threading.Thread(target=_send, name="client", daemon=True,
-                                  args=(client, pieces, then, end, lambda: running.wait_until_taken(server_side)))
-        sender.start()
+        sender = running.feed(client, server_side, [*pieces[:-1], pieces[-1] + then], end=end)
         sent = sum(map(len, pieces))
-        how = {None: "and kept the connection open", "close": "then closed the connection",
-               "reset": "then reset the connection"}[end]
         finish(running, f"receive_exactly(conn, {size:,}) was still running {SECONDS:g} s after the client sent "
-               f"{sent:,} bytes in {len(pieces)} piece(s) {how}"
+               f"{sent:,} bytes in {len(pieces)} piece(s) {ENDINGS[end]}"
                + (": when recv() returns b'', the client has closed and no more bytes will come" if end else ""),
-               seconds=SECONDS + len(pieces), unblock=[server_side])
+               seconds=SECONDS + PIECE_SECONDS * len(pieces), unblock=[server_side])
         left = b""
         if running.error is None and end is None:
             if server_side.fileno() == -1:
                 raise CheckFailed(f"expected receive_exactly(conn, {size:,}) to leave the connection open: the "
                                   "bytes after the message belong to the next read; it closed it")
-            sender.join(SECONDS)
+            sender.finished.wait(SECONDS)
             client.shutdown(socket.SHUT_WR)  # so that reading what is left ends
             server_side.settimeout(1.0)
             left = clients.read_until_closed(server_side)
-    sender.join(1.0)
+    sender.finished.wait(1.0)
     return running, left
 
 

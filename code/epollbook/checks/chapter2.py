@@ -7,6 +7,8 @@ import socket
 from epollbook import clients
 from epollbook.checks.harness import (
     ANSWER_SECONDS,
+    ENDINGS,
+    PIECE_SECONDS,
     SECONDS,
     CheckFailed,
     Running,
@@ -16,7 +18,6 @@ from epollbook.checks.harness import (
     no_file_descriptors_left,
     passed,
     short,
-    wake_and_close,
 )
 
 # -- receive_request -------------------------------------------------------------
@@ -33,20 +34,11 @@ def _receive(receive_request, pieces, *, limit=None, end=None, stuck=""):
     """
     with clients.connected_pair() as (client, server_side):
         running = Running(receive_request, *((server_side,) if limit is None else (server_side, limit)))
-        with contextlib.suppress(OSError):  # the reader's code may have given up on the connection already
-            for number, piece in enumerate(pieces):
-                if number:
-                    running.wait_until_taken(server_side)
-                client.sendall(piece)
-        if end == "close":
-            client.close()
-        elif end == "reset":
-            clients.reset(client)
+        running.feed(client, server_side, pieces, end=end)
         sent = b"".join(pieces)
-        how = {None: "then waited", "close": "then closed the connection", "reset": "then reset the connection"}[end]
         return finish(running, f"receive_request was still running {SECONDS:g} s after the client sent "
-                      f"{short(sent)} ({len(sent):,} bytes) and {how}" + (f": {stuck}" if stuck else ""),
-                      unblock=[server_side])
+                      f"{short(sent)} ({len(sent):,} bytes) {ENDINGS[end]}" + (f": {stuck}" if stuck else ""),
+                      seconds=SECONDS + PIECE_SECONDS * len(pieces), unblock=[server_side])
 
 
 def check_receive_request(receive_request, *, hidden=False):
@@ -268,10 +260,10 @@ class _ServerUnderCheck:
 
     def close(self):
         """Close the listening socket and every connection it accepted, whatever the reader's code kept open."""
-        wake_and_close(self.listener)
+        clients.wake_and_close(self.listener)
         self.running.finished.wait(SECONDS)
         for connection in self.listener.accepted:
-            wake_and_close(connection)
+            clients.wake_and_close(connection)
 
 
 def check_serve_forever(serve_forever, *, hidden=False):

@@ -40,7 +40,6 @@ import contextlib
 import fcntl
 import os
 import resource
-import socket
 import struct
 import termios
 import time
@@ -52,6 +51,13 @@ SECONDS = 2.0
 
 ANSWER_SECONDS = 3.0
 """How long a polite client waits for a server's answer."""
+
+PIECE_SECONDS = 0.25
+"""How long a client sending in pieces waits for the reader's code to take one before it sends the next anyway."""
+
+ENDINGS = {None: "and kept the connection open", "close": "then closed the connection",
+           "reset": "then reset the connection"}
+"""How a client that sent pieces ended, for a message; the keys are ``Running.feed``'s *end*."""
 
 
 class CheckFailed(AssertionError):
@@ -112,6 +118,27 @@ class Running(clients.Background):
         return _wait_until(lambda: self.finished.is_set() or (_unread_bytes(sock) == 0 and _blocked(self.thread_id)),
                            timeout)
 
+    def feed(self, client, sock, pieces, *, end=None):
+        """Send *pieces* from *client*, in a thread of its own, to the reader's code reading *sock*.
+
+        Each piece goes out once the reader's code has read the one before and
+        blocks again, so the pieces arrive one by one however busy the machine
+        is. Then the client ends as *end* says: None (it stays connected),
+        'close' or 'reset'. Returns the sender, a ``clients.Background``.
+        """
+        def send():
+            with contextlib.suppress(OSError):  # the reader's code may have given up on the connection already
+                for number, piece in enumerate(pieces):
+                    if number:
+                        self.wait_until_taken(sock, timeout=PIECE_SECONDS)
+                    client.sendall(piece)
+                if end == "close":
+                    client.close()
+                elif end == "reset":
+                    clients.reset(client)
+
+        return clients.Background(send, name="client")
+
     def describe(self):
         """What the call did, as the end of a sentence: "it returned ..." or "it raised ..."."""
         if not self.finished.is_set():
@@ -132,13 +159,6 @@ def fail_if_not_written(function, error):
                           "replace the stub with your code, run its cell, then this one") from None
 
 
-def wake_and_close(sock):
-    """Wake whatever blocks on *sock* (``shutdown()``), then close it."""
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
-
-
 def finish(running, stuck, *, seconds=SECONDS, unblock=()):
     """Wait for *running* to end; return it.
 
@@ -148,7 +168,7 @@ def finish(running, stuck, *, seconds=SECONDS, unblock=()):
     """
     if not running.finished.wait(seconds):
         for sock in unblock:
-            wake_and_close(sock)
+            clients.wake_and_close(sock)
         running.finished.wait(1.0)
         raise CheckFailed(stuck + ("" if running.finished.is_set() else
                                    " (it is still running in the background: restart the kernel to stop it)"))
