@@ -9,17 +9,20 @@ the words its failure message must hold (what the student will read), and
 be. Each right answer must pass both the visible and the hidden cases.
 """
 
+import importlib
+import pathlib
 import re
 
 import pytest
 
-from answers import chapter1, chapter2
 from epollbook import checks
 from epollbook.checks import CheckFailed
 from notebooks import all_exercises
 
-WRONG = chapter1.WRONG + chapter2.WRONG
-RIGHT = chapter1.RIGHT + chapter2.RIGHT
+ANSWERS = [importlib.import_module(f"answers.{path.stem}")
+           for path in sorted((pathlib.Path(__file__).parent / "answers").glob("chapter*.py"))]
+WRONG = [row for chapter in ANSWERS for row in chapter.WRONG]
+RIGHT = [row for chapter in ANSWERS for row in chapter.RIGHT]
 
 
 def as_the_reader_names_it(answer, check):

@@ -28,6 +28,7 @@ from epollbook.probes import (
     busy_fraction,
     context_switches,
     cpu_seconds,
+    epoll_interest_list,
     listen_queue,
     process_state,
     raw_proc,
@@ -379,3 +380,20 @@ def test_raw_proc_refuses_a_name_outside_the_processs_directory(name):
 def test_process_state_of_self_names_this_process():
     state = process_state("self")
     assert isinstance(state, ProcessState) and state.pid == os.getpid(), f"process_state('self') is {state!r}"
+
+
+def test_the_interest_list_of_a_server_shows_its_listener_with_the_bits_the_kernel_adds():
+    with serve("example3") as server:
+        (listener,) = epoll_interest_list(server.pid)
+        assert listener.events == select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP, str(listener)
+        with socket.create_connection(server.address) as client:
+            client.sendall(b"GET / HTTP/1.0\r\n")
+            deadline = time.monotonic() + 5
+            while len(epoll_interest_list(server.pid)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert len(epoll_interest_list(server.pid)) == 2, "the accepted connection was never registered"
+
+
+def test_the_interest_list_of_a_process_without_epoll_is_a_lookup_error():
+    with pytest.raises(LookupError, match="0 epoll instances"):
+        epoll_interest_list(os.getpid())

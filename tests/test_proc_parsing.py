@@ -7,9 +7,12 @@ probes against the live kernel.
 import pytest
 
 from epollbook.probes import (
+    EPOLL_EVENTS,
     SYSTEM_CALLS,
     ListenQueue,
     ProcessState,
+    epoll_event_names,
+    parse_epoll_fdinfo,
     parse_ss_listening,
     parse_stat,
     parse_status,
@@ -176,3 +179,38 @@ def test_a_blocked_servers_lines_fit_a_page_of_80_characters_after_the_chapters_
              str(ProcessState(pid, "S", "inet_csk_accept", "accept4"))]  # chapter 1, on its own
     for line in lines:
         assert len(line) <= 80, f"{len(line)} characters: {line}"
+
+
+EPOLL_FDINFO = """pos:	0
+flags:	02000002
+mnt_id:	17
+ino:	18
+tfd:        4 events: 80000019 data:                4  pos:0 ino:444bb sdev:9
+tfd:        7 events:     2019 data:                7  pos:0 ino:444c0 sdev:9
+"""
+
+
+def test_parse_epoll_fdinfo_reads_each_registration_with_its_mask_in_hex():
+    first, second = parse_epoll_fdinfo(EPOLL_FDINFO)
+    assert (first.fd, first.events, first.data) == (4, 0x80000019, 4)
+    assert str(first) == "fd 4: EPOLLIN|EPOLLERR|EPOLLHUP|EPOLLET"
+    assert str(second) == "fd 7: EPOLLIN|EPOLLERR|EPOLLHUP|EPOLLRDHUP"
+
+
+def test_parse_epoll_fdinfo_of_an_empty_instance_is_an_empty_list_and_a_broken_line_an_error():
+    assert parse_epoll_fdinfo("pos:\t0\nflags:\t02\n") == []
+    with pytest.raises(ValueError, match="fdinfo"):
+        parse_epoll_fdinfo("tfd: 4 data: 4\n")
+
+
+@pytest.mark.parametrize("mask, names", [(0, "0"), (0x1, "EPOLLIN"), (0x19, "EPOLLIN|EPOLLERR|EPOLLHUP"),
+                                         (0x40000004, "EPOLLOUT|EPOLLONESHOT"), (0x2020, "EPOLLRDHUP|0x20")])
+def test_epoll_event_names_lists_every_bit_and_shows_unnamed_ones_in_hex(mask, names):
+    assert epoll_event_names(mask) == names
+
+
+def test_the_epoll_bits_are_the_ones_python_knows():
+    import select
+
+    known = {name: getattr(select, name) & 0xFFFFFFFF for name in EPOLL_EVENTS if hasattr(select, name)}
+    assert known == {name: EPOLL_EVENTS[name] for name in known}, "a bit differs from the select module's"

@@ -9,6 +9,9 @@ import importlib.util
 import pathlib
 
 SERVERS = {f"example{n}": f"epollbook.examples.example{n}" for n in range(1, 7)}
+# The servers the chapters arrive at: examples 3 and 4 with every defect of the errata fixed,
+# and the thread-per-connection server of chapter 3.
+SERVERS.update({name: f"epollbook.servers.{name}" for name in ("threaded", "level", "edge")})
 
 
 class UnknownServer(KeyError):

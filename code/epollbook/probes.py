@@ -10,6 +10,8 @@
     listen_queue(port, host=None)           connections waiting for accept(), and the backlog
     raw_proc(pid, name, thread=None)        the text of one /proc file, to see a probe's source
     ss(port)                                what ``ss -tan`` prints for that port
+    epoll_interest_list(pid, epfd=None)     what an epoll instance watches, as the kernel holds it
+    epoll_event_names(mask)                 an epoll event mask as names: 'EPOLLIN|EPOLLHUP'
 
 All of it is read from ``/proc`` (Linux only), for any process of the same user:
 a server started with ``epollbook.launch.serve`` (pass ``server.pid``), or this
@@ -18,7 +20,7 @@ exercise checks run students' servers so), pass ``thread=`` a native thread id
 (``threading.get_native_id()`` in the thread, ``Thread.native_id`` outside it)
 or the ``threading.Thread`` itself. The parsing is separate from the reading
 (``parse_stat``, ``parse_status``, ``parse_syscall``, ``parse_tcp_table``,
-``parse_ss_listening``), so it can be tested from sample text.
+``parse_ss_listening``, ``parse_epoll_fdinfo``), so it can be tested from sample text.
 
 Where a blocked thread waits, read truthfully
 ---------------------------------------------
@@ -524,3 +526,77 @@ def _run_ss(*arguments):
     if finished.returncode != 0:
         raise RuntimeError(f"ss {' '.join(arguments)} failed (exit {finished.returncode}): {finished.stderr.strip()}")
     return finished.stdout
+
+
+# -- epoll: event masks and interest lists ---------------------------------------------------------
+
+EPOLL_EVENTS = {
+    "EPOLLIN": 0x001, "EPOLLPRI": 0x002, "EPOLLOUT": 0x004, "EPOLLERR": 0x008, "EPOLLHUP": 0x010,
+    "EPOLLRDNORM": 0x040, "EPOLLRDBAND": 0x080, "EPOLLWRNORM": 0x100, "EPOLLWRBAND": 0x200, "EPOLLMSG": 0x400,
+    "EPOLLRDHUP": 0x2000, "EPOLLEXCLUSIVE": 1 << 28, "EPOLLWAKEUP": 1 << 29, "EPOLLONESHOT": 1 << 30,
+    "EPOLLET": 1 << 31,
+}
+"""Every bit of an epoll event mask, by name (from <sys/epoll.h>; the same on every Linux architecture)."""
+
+
+def epoll_event_names(mask):
+    """The bits of an epoll event *mask* as names, lowest bit first: ``'EPOLLIN|EPOLLHUP'``; ``'0'`` for none.
+
+    A bit without a name is shown in hex, so nothing set is ever hidden.
+    """
+    names = [name for name, bit in EPOLL_EVENTS.items() if mask & bit]
+    unknown = mask & ~sum(EPOLL_EVENTS.values())
+    if unknown:
+        names.append(hex(unknown))
+    return "|".join(names) or "0"
+
+
+@dataclasses.dataclass
+class Interest:
+    """One registration on an epoll instance, as the kernel holds it (a ``tfd:`` line of its fdinfo)."""
+
+    fd: int      # the registered file descriptor, by its number when it was registered
+    events: int  # the mask the kernel watches: what was asked for, plus EPOLLERR|EPOLLHUP, which it always adds
+    data: int    # the data the kernel hands back with each event (Python's epoll: the fd)
+
+    def __str__(self):
+        return f"fd {self.fd}: {epoll_event_names(self.events)}"
+
+
+def parse_epoll_fdinfo(text):
+    """The registrations in the text of ``/proc/PID/fdinfo/EPFD`` of an epoll descriptor: a list of ``Interest``.
+
+    Each ``tfd:`` line holds the fd, its event mask and its data in hex.
+    Raises ``ValueError`` if a ``tfd:`` line has no ``events:`` field.
+    """
+    interests = []
+    for line in text.splitlines():
+        if not line.startswith("tfd:"):
+            continue
+        fields = line.split()
+        try:
+            interests.append(Interest(int(fields[1]), int(fields[fields.index("events:") + 1], 16),
+                                      int(fields[fields.index("data:") + 1], 16)))
+        except (IndexError, ValueError):
+            raise ValueError(f"not a line of an epoll instance's fdinfo: {line!r}") from None
+    return interests
+
+
+def epoll_descriptors(pid):
+    """The fds of *pid* that are epoll instances, in order."""
+    return [fd for fd, what in open_fds(pid).items() if what == "anon_inode:[eventpoll]"]
+
+
+def epoll_interest_list(pid, epfd=None):
+    """What epoll instance *epfd* of *pid* watches (its only one if *epfd* is None): a list of ``Interest``.
+
+    Raises ``LookupError`` if *pid* has no epoll instance, or several and
+    *epfd* does not say which.
+    """
+    if epfd is None:
+        found = epoll_descriptors(pid)
+        if len(found) != 1:
+            raise LookupError(f"pid {pid} has {len(found)} epoll instances"
+                              + ("" if not found else f" (fds {found}): say which with epfd="))
+        (epfd,) = found
+    return parse_epoll_fdinfo(_read(pid, f"fdinfo/{epfd}"))
