@@ -35,6 +35,7 @@ import sys
 from epollbook import catalog
 from epollbook.lifeline import Lifeline
 from epollbook.output import Output
+from epollbook.trace import TraceFile
 
 ANNOUNCEMENT = re.compile(rb"http://(?P<host>[0-9.]+):(?P<port>\d+)/")
 
@@ -52,12 +53,14 @@ class Server:
     Attributes: ``name``, ``host``, ``port``, ``address`` (``(host, port)``),
     ``url``, ``pid``. ``output`` is what it printed (stdout and stderr, in order,
     the last megabyte of it); ``traceback`` the last traceback in it.
-    Methods: ``wait_for_output(text)``, ``wait()``, ``interrupt()``, ``stop()``;
+    Methods: ``wait_for_output(text)``, ``wait()``, ``interrupt()``, ``stop()``,
+    ``trace()`` (its epoll events, when started with ``trace=True``);
     ``running`` and ``returncode`` say whether it still runs.
     """
 
-    def __init__(self, name, argv, *, ready_timeout=10.0):
+    def __init__(self, name, argv, *, ready_timeout=10.0, trace_file=None):
         self.name = name
+        self._trace_file = trace_file  # an epollbook.trace.TraceFile when started with trace=True
         self.host = self.port = None
         self._lifeline = Lifeline()
         self._process = self._lifeline.popen(
@@ -186,6 +189,19 @@ class Server:
         _running.pop(self.pid, None)
         self._lifeline.cut()
         self._output.wait_closed(2.0)
+        if self._trace_file is not None:
+            self._trace_file.close()
+
+    # -- its epoll events (serve(name, trace=True); epollbook.trace says how) ------
+
+    def trace(self):
+        """The epoll events the server has seen so far: a list of ``epollbook.trace.Event``.
+
+        Raises ``RuntimeError`` if it was not started with ``serve(name, trace=True)``.
+        """
+        if self._trace_file is None:
+            raise RuntimeError(f"{self.name} was started without trace=True, so its events were not recorded")
+        return self._trace_file.events()
 
     def __enter__(self):
         return self
@@ -199,21 +215,24 @@ class Server:
         return f"<Server {self.name}{where}, pid {self.pid}, {state}>"
 
 
-def serve(name, *, host="127.0.0.1", port=0, backlog=None, ready_timeout=10.0):
+def serve(name, *, host="127.0.0.1", port=0, backlog=None, ready_timeout=10.0, trace=False):
     """Start server *name* (see ``python -m epollbook list``) in the background.
 
     Returns a running ``Server`` once it listens on *host*:*port* (port 0: a free
     port). *backlog* defaults to the server's own (1 for the article's examples).
+    With *trace*, every epoll event the server sees is recorded: ``server.trace()``.
     Raises ``ServerDidNotStart`` with what the server printed if it fails to.
     """
     catalog.module_of(name)  # an unknown name fails here, with the list of known ones
-    argv = [sys.executable, "-m", "epollbook", "serve", name, "--host", host, "--port", str(port)]
+    trace_file = TraceFile() if trace else None
+    runner = trace_file.command() if trace else ["-m", "epollbook", "serve"]
+    argv = [sys.executable, *runner, name, "--host", host, "--port", str(port)]
     if backlog is not None:
         argv += ["--backlog", str(backlog)]
     cell = _calling_cell(name)
     if cell is not None:
         _stop_previous_run(*cell)
-    server = Server(name, argv, ready_timeout=ready_timeout)
+    server = Server(name, argv, ready_timeout=ready_timeout, trace_file=trace_file)
     if cell is not None:
         _started_by_cell[cell[0]][1].append(server)
     return server

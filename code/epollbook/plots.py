@@ -1,0 +1,121 @@
+"""The book's pictures, drawn with matplotlib from measurements.
+
+    timeline(server.trace())      a server's epoll events over time, one row per connection
+
+Each function returns a ``matplotlib.figure.Figure``, built without pyplot:
+no backend is chosen, no figure is left open in a global list however often a
+cell runs, and ``figure.savefig("x.png")`` works anywhere (Agg draws it). In a
+notebook the figure shows as the cell's result (PNG).
+"""
+
+import sys
+
+from matplotlib.figure import Figure
+
+from epollbook.probes import EPOLL_EVENTS
+
+_HANG_UP = EPOLL_EVENTS["EPOLLHUP"] | EPOLL_EVENTS["EPOLLERR"] | EPOLL_EVENTS["EPOLLRDHUP"]
+_IN, _OUT = EPOLL_EVENTS["EPOLLIN"], EPOLL_EVENTS["EPOLLOUT"]
+
+# How each kind of mark looks: (label, marker, colour, size).
+_MARKS = {
+    "accept": ("something to accept (EPOLLIN)", "D", "tab:purple", 36),
+    "read": ("something to read (EPOLLIN)", "o", "tab:blue", 30),
+    "write": ("room to write (EPOLLOUT)", "^", "tab:green", 36),
+    "hang-up": ("hang-up or error (EPOLLHUP, EPOLLERR, EPOLLRDHUP)", "X", "tab:red", 48),
+    "interest": ("register / modify / unregister", "|", "black", 120),
+}
+
+
+def _show_in_notebooks():
+    """In an IPython kernel, have figures display as PNG when they are a cell's result (pyplot would do it)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython else None
+    if shell is not None:
+        from IPython.core.pylabtools import select_figure_formats
+
+        select_figure_formats(shell, {"png"})
+
+
+def _mark_of(event, listener):
+    """Which mark an event gets on the timeline."""
+    if event.kind != "poll":
+        return "interest"
+    if event.mask & _HANG_UP:
+        return "hang-up"
+    if event.fd == listener:
+        return "accept"
+    return "read" if event.mask & _IN else "write" if event.mask & _OUT else "interest"
+
+
+def connections_of(events, listener=None):
+    """Split a trace into rows: ``[(label, [events])]``, the listening socket first, then one row per connection.
+
+    The listening socket is *listener*, or else the first fd registered. A
+    connection begins with the ``register`` of its fd and ends with its
+    ``unregister``: fd numbers are reused, so one fd may be several connections
+    one after another. Events of an fd registered before the trace began open
+    a row of their own.
+    """
+    if listener is None:
+        listener = next((event.fd for event in events if event.kind == "register"), None)
+    rows = [(f"listening socket (fd {listener})", [])] if listener is not None else []
+    current = {}  # fd -> index in rows of its connection now
+    for event in events:
+        if event.kind == "truncated":
+            continue
+        if event.fd == listener:
+            rows[0][1].append(event)
+            continue
+        if event.kind == "register" or event.fd not in current:
+            current[event.fd] = len(rows)
+            rows.append((f"connection {len(rows) + (listener is None)} (fd {event.fd})", []))
+        rows[current[event.fd]][1].append(event)
+        if event.kind == "unregister":
+            del current[event.fd]
+    return rows
+
+
+def timeline(events, *, title=None, since=None, listener=None, width=9.0):
+    """Draw a server's epoll events (``server.trace()``) over time; return the ``Figure``.
+
+    One row per connection (``connections_of``), the listening socket on
+    top; each event a mark: accept, read, write, hang-up, and changes to the
+    interest list. Time runs in milliseconds from *since* (a
+    ``time.monotonic()`` value; default the first event). Raises ``ValueError``
+    if *events* is empty.
+    """
+    events = [event for event in events if event.kind != "truncated"]
+    if not events:
+        raise ValueError("there are no events to draw: did the server see any client?")
+    start = events[0].time if since is None else since
+    if listener is None:
+        listener = next((event.fd for event in events if event.kind == "register"), None)
+    rows = connections_of(events, listener)
+
+    figure = Figure(figsize=(width, 1.2 + 0.42 * len(rows)), layout="constrained")
+    axes = figure.add_subplot()
+    shown = set()
+    for row, (_, row_events) in enumerate(rows):
+        if row_events:  # a thin line while the connection is known to epoll
+            axes.plot([(row_events[0].time - start) * 1e3, (row_events[-1].time - start) * 1e3], [row, row],
+                      color="0.8", linewidth=2, zorder=1)
+        for mark, (legend, marker, colour, size) in _MARKS.items():
+            times = [(event.time - start) * 1e3 for event in row_events if _mark_of(event, listener) == mark]
+            if times:
+                axes.scatter(times, [row] * len(times), marker=marker, color=colour, s=size, zorder=2,
+                             label=None if mark in shown else legend, rasterized=len(times) > 1000)
+                shown.add(mark)
+    axes.set_yticks(range(len(rows)), [label for label, _ in rows])
+    axes.set_ylim(len(rows) - 0.5, -0.5)  # the listening socket on top, connections downwards in order
+    axes.set_xlabel("milliseconds" + ("" if since is None else " since the start"))
+    axes.grid(axis="x", color="0.92")
+    handles, labels = axes.get_legend_handles_labels()
+    order = [legend for legend, *_ in _MARKS.values()]  # the same order in every picture
+    ranked = sorted(zip(labels, handles, strict=True), key=lambda pair: order.index(pair[0]))
+    axes.legend([handle for _, handle in ranked], [label for label, _ in ranked],
+                loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    if title:
+        axes.set_title(title)
+    _show_in_notebooks()
+    return figure
