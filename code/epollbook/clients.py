@@ -9,7 +9,11 @@ programs, when installed), ``exchange`` (raw bytes in, raw bytes out).
 Rude, as real clients are: ``stalled_client`` (sends part of a request, then
 nothing), ``early_close_client`` (sends part of a request, then hangs up),
 ``reset_client`` (sends part of a request, then resets the connection),
-``streaming_client`` (sends a request that never ends, as fast as it can).
+``streaming_client`` (sends a request that never ends, as fast as it can),
+``half_close_client`` (sends a request, half-closes, still reads the answer),
+``non_utf8_request`` (valid HTTP whose bytes are not UTF-8), ``oversized_client``
+(a head of any size), ``idle_clients`` (many connections that say nothing: a
+slow-loris), ``pipelined_client`` (several requests in one go).
 
 For code that plays the server's side itself (the exercise checks):
 ``connected_pair`` (both ends of a real TCP connection), ``peek`` (has the
@@ -431,3 +435,90 @@ def peek(sock, size=4096):
         return sock.recv(size, socket.MSG_PEEK)
     except ConnectionResetError:
         return b""
+
+
+# -- more rude clients: half-close, non-UTF-8, oversized, many idle, pipelined ----------
+
+
+def half_close_client(target, request=REQUEST, timeout=5.0):
+    """Send *request*, then ``shutdown(SHUT_WR)`` (a FIN: "I have said all") and read the answer until closed.
+
+    The client still reads after its half-close, as HTTP/1.0 clients may: a
+    server that closes on ``EPOLLRDHUP`` or on ``recv() == b''`` before
+    answering gives it nothing. Returns the bytes it read (``b''`` if none).
+    Raises ``NoEndOfAnswer`` (a ``TimeoutError``) if the server neither
+    answers nor closes within *timeout* seconds.
+    """
+    with socket.create_connection(address_of(target), timeout=timeout) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        return read_until_closed(sock)
+
+
+non_utf8_request = b"GET / HTTP/1.0\r\nHost: localhost\r\nUser-Agent: caf\xe9 \xff\xfe\r\n\r\n"
+"""A complete, valid HTTP/1.0 request whose bytes are not UTF-8 (Latin-1 ``é``, then ``\\xff\\xfe``).
+
+HTTP allows any byte above 0x7f in a field's value, so a server should answer
+it; ``non_utf8_request.decode()`` raises ``UnicodeDecodeError``, as the
+article's ``print(request.decode())`` does. Send it with
+``exchange(target, non_utf8_request)``.
+"""
+
+
+def oversized_client(target, size, timeout=5.0):
+    """Send a request whose head is *size* bytes long (one endless header, then its end), then read until closed.
+
+    The head is ``GET / HTTP/1.0``, one ``X-Filler`` field of ``x``, and the
+    empty line, *size* bytes in all (at least 40). The client stops sending
+    early if the server closes or resets, or takes nothing for *timeout*
+    seconds, and then reads whatever the server answered (a ``431`` from a
+    server with a limit). Returns the bytes it read, ``b''`` if none.
+    """
+    prefix, suffix = FIRST_LINE + b"X-Filler: ", b"\r\n\r\n"
+    head = prefix + b"x" * max(size - len(prefix) - len(suffix), 1) + suffix
+    with socket.create_connection(address_of(target), timeout=timeout) as sock:
+        with contextlib.suppress(OSError):  # EPIPE, ECONNRESET, a timeout: the server stopped taking it
+            sock.sendall(head)
+        try:
+            return read_until_closed(sock)
+        except NoEndOfAnswer as silent:
+            return silent.received
+
+
+@contextlib.contextmanager
+def idle_clients(target, count, sent=b"", timeout=5.0):
+    """Hold *count* connections to *target* open, each having sent *sent* (default nothing), until the block ends.
+
+    A slow-loris: each connection costs the server a descriptor (a thread, for
+    a thread-per-connection server) and sends no request end. Yields the list
+    of sockets; closes them all (FINs) when the block ends. Raises
+    ``TimeoutError`` if a connection is not established within *timeout*
+    seconds (the server's listen queue is full), after closing those opened.
+    """
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(address_of(target), timeout=timeout)
+            socks.append(sock)
+            if sent:
+                sock.sendall(sent)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def pipelined_client(target, count=2, request=REQUEST, timeout=5.0):
+    """Send *count* requests back to back in one go, then read until the server closes; return what it read.
+
+    An HTTP/1.0 server answers the first and closes. If it closes with the
+    others still unread, its kernel sends a reset instead of a FIN, which can
+    destroy the answer before the client reads it; a server with a lingering
+    close (``shutdown(SHUT_WR)``, then read until the client closes) delivers
+    it. A large *count* (1000 requests: 35 kB) leaves bytes unread for sure.
+    Raises ``NoEndOfAnswer`` if the server neither answers nor closes in time.
+    """
+    with socket.create_connection(address_of(target), timeout=timeout) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # reset mid-send: read what came
+            sock.sendall(request * count)
+        return read_until_closed(sock)
