@@ -22,7 +22,9 @@ def _serve(args):
     module = catalog.module_of(args.name)
     exit_with_owner()  # started by epollbook.launch: gone when the launcher is
     # The example reads its address from the command line, as when run by hand.
-    sys.argv = [module, "--host", args.host, "--port", str(args.port), "--backlog", str(args.backlog)]
+    sys.argv = [module, "--host", args.host, "--port", str(args.port)]
+    if args.backlog is not None:  # else the server's own default: the article's 1, or the corrected servers' 128
+        sys.argv += ["--backlog", str(args.backlog)]
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except (Exception, KeyboardInterrupt) as error:
@@ -53,7 +55,7 @@ def main(argv=None):
     serve = commands.add_parser("serve", help="run one server in the foreground (Ctrl-C stops it)")
     serve.add_argument("name", choices=list(catalog.SERVERS), metavar="NAME",
                        help="a server from `list`: " + ", ".join(catalog.SERVERS))
-    add_address_arguments(serve).set_defaults(run=_serve)
+    add_address_arguments(serve).set_defaults(run=_serve, backlog=None)
     args = parser.parse_args(argv)
     return args.run(args)
 
