@@ -360,6 +360,9 @@ class Table:
     def __len__(self):
         return len(self.rows)
 
+    def __repr__(self):
+        return str(self)
+
     def _cells(self):
         return [row.cells() if hasattr(row, "cells") else list(row) for row in self.rows]
 
