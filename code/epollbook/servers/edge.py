@@ -48,15 +48,19 @@ class EdgeServer(EpollServer):
         # report the listener again: it would starve. Free the reserve, take the connection and
         # close it at once (its client learns now, instead of waiting for ever), take the reserve
         # back, and go on draining the queue to BlockingIOError, which re-arms the edge.
+        # Linux gives EMFILE before it looks at the queue, so the queue may also be empty:
+        # then this accept() says BlockingIOError, the drain is complete, and going on would spin.
         os.close(self._reserve)
         try:
             sock, _ = self.listener.accept()
             sock.close()
-        except OSError:  # taken by its client's reset, or nobody is left: either way the queue moved
-            pass
+            return True
+        except BlockingIOError:
+            return False
+        except OSError:  # ECONNABORTED: its client gave up; the next one may be waiting
+            return True
         finally:
             self._reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        return True
 
     def close(self):
         super().close()

@@ -1,0 +1,300 @@
+"""The corrected servers (level, edge, threaded) against rude clients, load generators and signals.
+
+Each rude client is followed by a polite one that must be answered: a server
+that died, hung or spun on the rude one fails there. Shapes, not timings:
+CPU is compared with a fifth of a core (a spin takes most of one), memory
+with 20 MB (an endless request unbounded takes all it is sent).
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from epollbook import catalog, clients, probes
+from epollbook.launch import Server, serve
+from tools import need_tool, no_server_left_running
+
+EPOLL_SERVERS = ["level", "edge"]
+ALL_SERVERS = [*EPOLL_SERVERS, "threaded"]
+HELLO = b"Hello, world!"
+
+
+@pytest.fixture(autouse=True)
+def no_server_outlives_its_test():
+    with no_server_left_running():
+        yield
+
+
+@pytest.fixture(scope="module", params=ALL_SERVERS)
+def shared(request):
+    """One server of each kind, shared by the tests that leave it as they found it."""
+    with serve(request.param) as server:
+        yield server
+
+
+def start(name, *options):
+    """Start corrected server *name* with its own command-line *options*; return a launch ``Server``."""
+    return Server(name, [sys.executable, "-m", catalog.module_of(name), "--port", "0", *options])
+
+
+def assert_alive(server):
+    """Fail unless *server* runs, answers a polite client, and has printed no traceback."""
+    assert server.running, f"{server.name} exited with {server.returncode}; it printed:\n{server.output}"
+    reply = clients.http_get(server)
+    assert (reply.status, reply.body) == (200, HELLO), f"{server.name} then answered {reply.status} {reply.body!r}"
+    assert "Traceback" not in server.output, f"{server.name} printed a traceback:\n{server.output}"
+
+
+def wait_until(condition, timeout=5.0):
+    """Call *condition* until it returns something true or *timeout* seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def rss_kib(pid):
+    """Resident memory of *pid* in KiB, from /proc/PID/status."""
+    return int(probes.parse_status(probes.raw_proc(pid, "status"))["VmRSS"].split()[0])
+
+
+def half_closed_unfinished(target):
+    """Send part of a request, then shutdown(SHUT_WR) and stay connected without reading: return the socket."""
+    sock = socket.create_connection(clients.address_of(target), timeout=5.0)
+    sock.sendall(clients.FIRST_LINE)
+    sock.shutdown(socket.SHUT_WR)
+    return sock
+
+
+# -- every rude client, then a polite one ------------------------------------
+
+
+def test_a_client_that_closes_mid_request_is_forgotten(shared):
+    clients.early_close_client(shared)
+    assert_alive(shared)
+
+
+def test_a_client_that_resets_mid_request_is_forgotten(shared):
+    clients.reset_client(shared)
+    clients.reset_client(shared, sent=clients.REQUEST)  # a reset with its answer on the way
+    assert_alive(shared)
+
+
+def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(shared):
+    answer = clients.half_close_client(shared)
+    assert answer.startswith(b"HTTP/1.0 200 OK\r\n") and answer.endswith(HELLO), \
+        f"{shared.name} answered a half-closed request with {answer!r}"
+    assert_alive(shared)
+
+
+def test_a_request_whose_bytes_are_not_utf8_is_answered(shared):
+    answer = clients.exchange(shared, clients.non_utf8_request)
+    assert answer.endswith(HELLO), f"{shared.name} answered {clients.non_utf8_request!r} with {answer!r}"
+    assert_alive(shared)
+
+
+def test_what_is_not_http_gets_400_and_a_close(shared):
+    answer = clients.exchange(shared, b"\x16\x03\x01\x00\xff\xfe\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 400 Bad Request\r\n"), f"{shared.name} answered {answer!r}"
+    assert_alive(shared)
+
+
+def test_an_oversized_head_gets_431_and_a_close(shared):
+    answer = clients.oversized_client(shared, 100_000)
+    assert answer.startswith(b"HTTP/1.0 431 "), f"{shared.name} answered a 100 kB head with {answer[:80]!r}"
+    assert_alive(shared)
+
+
+def test_an_endless_request_is_cut_off(shared):
+    stream = clients.streaming_client(shared, most=20 << 20)
+    assert stream.ended == "cut", f"{shared.name} let an endless request go on: {stream.ended} after {stream.sent} B"
+    assert stream.sent < 1 << 20, f"{shared.name} read {stream.sent} bytes of a request before cutting it off"
+    assert_alive(shared)
+
+
+def test_the_answer_survives_bytes_the_client_sent_beyond_its_request(shared):
+    # 35 kB of requests, one answered: closing with the rest unread would reset the connection
+    # and could destroy the answer on its way; a lingering close delivers it.
+    answer = clients.pipelined_client(shared, count=1000)
+    assert answer.startswith(b"HTTP/1.0 200 OK\r\n") and answer.endswith(HELLO), \
+        f"{shared.name} answered pipelined requests with {answer[:80]!r}"
+    assert_alive(shared)
+
+
+def test_a_request_in_pieces_is_answered(shared):
+    answer = clients.exchange(shared, piece_size=7, pause=0.005)
+    assert answer.endswith(HELLO), f"{shared.name} answered a request in pieces with {answer!r}"
+
+
+# -- no spin, no leak, bounded memory -----------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_no_cpu_spin_while_connections_are_early_closed_half_closed_stalled_or_idle(name):
+    # Fewer for threaded: each idle client holds one of its 128 threads, and a polite client beyond
+    # them would wait in the listen queue until the idle ones time out (chapter 3's point).
+    idle = 50 if name == "threaded" else 300
+    with serve(name) as server, clients.idle_clients(server, idle), \
+            clients.stalled_client(server), half_closed_unfinished(server):
+        clients.early_close_client(server)
+        clients.reset_client(server)
+        clients.http_get(server)  # everything before it has been seen by now
+        busy = probes.busy_fraction(server.pid, 0.5)
+        assert busy < 0.2, f"{name} kept {busy:.0%} of a core busy while its clients said nothing"
+        assert_alive(server)
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_no_file_descriptor_outlives_its_connection(name):
+    with serve(name) as server:
+        clients.http_get(server)
+        before = probes.open_fds(server.pid)
+        with clients.idle_clients(server, 20), clients.stalled_client(server):
+            for _ in range(10):
+                clients.early_close_client(server)
+                clients.reset_client(server)
+                clients.half_close_client(server)
+                clients.exchange(server, clients.non_utf8_request)
+                clients.oversized_client(server, 20_000)
+                clients.pipelined_client(server, count=200)
+        settled = wait_until(lambda: len(probes.open_fds(server.pid)) <= len(before))
+        after = probes.open_fds(server.pid)
+        assert settled, f"{name} had {len(before)} descriptors before the rude clients, {len(after)} after they " \
+                        f"closed: {sorted(set(after.items()) - set(before.items()))[:10]}"
+        assert_alive(server)
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_memory_stays_bounded_under_an_endless_request(name):
+    with serve(name) as server:
+        clients.http_get(server)
+        before = rss_kib(server.pid)
+        streams = [clients.streaming_client(server, most=30 << 20) for _ in range(3)]
+        grown = rss_kib(server.pid) - before
+        assert grown < 20 * 1024, f"{name} grew by {grown} KiB while clients sent {[s.sent for s in streams]} B"
+        assert_alive(server)
+
+
+def test_level_watches_epollout_only_while_an_answer_waits():
+    with serve("level") as server, clients.idle_clients(server, 5), clients.stalled_client(server):
+        clients.http_get(server)
+        watched = [str(interest) for interest in probes.epoll_interest_list(server.pid)
+                   if interest.events & probes.EPOLL_EVENTS["EPOLLOUT"]]
+        assert not watched, f"level watches EPOLLOUT with nothing to write: {watched}"
+
+
+# -- timeouts ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_idle_and_trickling_clients_are_closed_by_their_deadlines(name):
+    with start(name, "--idle-timeout", "0.5", "--request-timeout", "1.5") as server, \
+            clients.idle_clients(server, 20) as idle, clients.stalled_client(server) as trickling:
+        started = time.monotonic()
+        # One byte every 0.2 s is never idle for 0.5 s: only the whole-request deadline ends it.
+        while time.monotonic() - started < 6 and clients.peek(trickling) is None:
+            trickling.send(b"x")
+            time.sleep(0.2)
+        trickled = time.monotonic() - started
+        ended = [clients.read_until_closed(sock) for sock in idle]
+        assert all(answer.startswith(b"HTTP/1.0 408 ") for answer in ended), \
+            f"{name}'s idle clients were ended with {set(ended)}"
+        assert 1.0 < trickled < 5.0, f"{name} ended a trickling request after {trickled:.1f} s, its deadline 1.5 s"
+        assert clients.read_until_closed(trickling).startswith(b"HTTP/1.0 408 ")
+        assert_alive(server)
+
+
+# -- what differs between the variants ------------------------------------------
+
+
+def test_edge_reads_the_rest_of_a_capped_drain_without_a_new_edge():
+    # One recv() of 4096 bytes per turn: a 6000-byte head needs a second read, and no new
+    # bytes will come to make a new edge. Without the revisit it would wait for its deadline.
+    with start("edge", "--reads-per-event", "1", "--request-timeout", "3") as server:
+        answer = clients.oversized_client(server, 6000)
+        assert answer.endswith(HELLO), f"edge with one read per event answered a 6000-byte head with {answer!r}"
+
+
+def test_threaded_makes_new_clients_wait_in_the_listen_queue_when_every_thread_is_taken():
+    with start("threaded", "--max-threads", "4") as server:
+        with clients.idle_clients(server, 4):
+            pending = clients.start_request(server)
+            time.sleep(0.5)
+            assert not pending.answered, "threaded answered a fifth client while its 4 threads were all taken"
+            assert probes.listen_queue(server.port).waiting == 1, "the fifth client is not in the listen queue"
+        answer = pending.wait(5)
+        assert answer.endswith(HELLO), f"once its threads were free, threaded answered {answer!r}"
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_running_out_of_file_descriptors_neither_kills_nor_spins_nor_starves_the_listener(name):
+    with serve(name) as server:
+        clients.http_get(server)
+        process = psutil.Process(server.pid)
+        soft, hard = process.rlimit(psutil.RLIMIT_NOFILE)
+        process.rlimit(psutil.RLIMIT_NOFILE, (len(probes.open_fds(server.pid)) + 4, hard))
+        try:
+            with clients.idle_clients(server, 10):  # 4 take the last descriptors, 6 meet EMFILE
+                time.sleep(0.2)
+                busy = probes.busy_fraction(server.pid, 0.5)
+                assert busy < 0.2, f"{name} kept {busy:.0%} of a core busy out of descriptors"
+        finally:
+            process.rlimit(psutil.RLIMIT_NOFILE, (soft, hard))
+        # Edge-triggered, no new edge would report a listener whose queue EMFILE left unchanged.
+        assert_alive(server)
+
+
+# -- load generators ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_ab_with_100_concurrent_clients_has_no_failed_request(name):
+    need_tool("ab")
+    with serve(name) as server:
+        result = clients.ab(server, requests=5000, concurrency=100)
+        assert (result.complete, result.failed) == (5000, 0), f"ab -n 5000 -c 100 against {name}: {result}"
+        assert_alive(server)
+
+
+def wrk(server, connections=100, seconds=2):
+    """Run ``wrk -t 2 -c CONNECTIONS -d SECONDS`` on *server*; return (requests, socket errors, its report)."""
+    command = [need_tool("wrk"), "-t", "2", "-c", str(connections), "-d", f"{seconds}s", server.url]
+    report = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
+    requests = int(re.search(r"(\d+) requests in", report)[1])
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
+    return requests, sum(map(int, errors.groups())) if errors else 0, report
+
+
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_wrk_with_100_connections_has_no_socket_error(name):
+    with serve(name) as server:
+        requests, errors, report = wrk(server)
+        assert requests > 0 and errors == 0, f"wrk -c 100 -d 2s against {name}:\n{report}"
+        assert "Non-2xx" not in report, f"wrk got answers other than 200 from {name}:\n{report}"
+        assert_alive(server)
+
+
+# -- stopping ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_a_signal_ends_the_server_cleanly_with_status_0_and_every_connection_closed(name, signum):
+    with serve(name) as server, clients.idle_clients(server, 3) as idle:
+        clients.http_get(server)
+        os.kill(server.pid, signum)
+        status = server.wait(5)
+        last_line = server.output.strip().splitlines()[-1]
+        assert status == 0, f"{name} exited with {status} after {signum.name}; it printed:\n{server.output}"
+        assert "Traceback" not in server.output, f"{name} printed a traceback on {signum.name}:\n{server.output}"
+        # The 3 idle ones, and perhaps http_get's, if its close has not reached the server yet.
+        said = re.fullmatch(rf"Stopped by {signum.name}; closed (\d+) open connections\.", last_line)
+        assert said and int(said[1]) in (3, 4), f"{name}'s last line after {signum.name}: {last_line!r}"
+        assert all(clients.read_until_closed(sock) == b"" for sock in idle), "a connection was left open"
