@@ -48,28 +48,55 @@ def _mark_of(event, listener):
     return "read" if event.mask & _IN else "write" if event.mask & _OUT else "interest"
 
 
+def listener_of(events):
+    """The fd of the listening socket in a trace: the one whose events are followed by the registration of a new fd.
+
+    A server accepts when its listening socket is readable and registers what
+    ``accept()`` returned, so each such event casts a vote; ties and traces
+    without one go to the first fd registered. Returns None for no events.
+    """
+    votes = {}
+    for index, event in enumerate(events):
+        if event.kind == "poll" and event.mask & _IN:
+            for later in events[index + 1:index + 16]:
+                if later.kind == "poll" and later.fd == event.fd:
+                    break
+                if later.kind == "register" and later.fd != event.fd:
+                    votes[event.fd] = votes.get(event.fd, 0) + 1
+                    break
+    first = next((event.fd for event in events if event.kind == "register"), None)
+    return max(votes, key=lambda fd: (votes[fd], fd == first)) if votes else first
+
+
 def connections_of(events, listener=None):
     """Split a trace into rows: ``[(label, [events])]``, the listening socket first, then one row per connection.
 
-    The listening socket is *listener*, or else the first fd registered. A
+    The listening socket is *listener*, or else ``listener_of(events)``. A
     connection begins with the ``register`` of its fd and ends with its
     ``unregister``: fd numbers are reused, so one fd may be several connections
-    one after another. Events of an fd registered before the trace began open
-    a row of their own.
+    one after another. An fd registered before the listening socket's first
+    event (a server's own wake-up pipe, say) is not a connection: its row is
+    labelled by its number alone.
     """
     if listener is None:
-        listener = next((event.fd for event in events if event.kind == "register"), None)
+        listener = listener_of(events)
     rows = [(f"listening socket (fd {listener})", [])] if listener is not None else []
     current = {}  # fd -> index in rows of its connection now
+    accepting, connections = listener is None, 0
     for event in events:
         if event.kind == "truncated":
             continue
         if event.fd == listener:
             rows[0][1].append(event)
+            accepting = accepting or event.kind == "poll"
             continue
         if event.kind == "register" or event.fd not in current:
             current[event.fd] = len(rows)
-            rows.append((f"connection {len(rows) + (listener is None)} (fd {event.fd})", []))
+            if accepting:
+                connections += 1
+                rows.append((f"connection {connections} (fd {event.fd})", []))
+            else:
+                rows.append((f"fd {event.fd}", []))
         rows[current[event.fd]][1].append(event)
         if event.kind == "unregister":
             del current[event.fd]
@@ -79,7 +106,7 @@ def connections_of(events, listener=None):
 def timeline(events, *, title=None, since=None, listener=None, width=9.0):
     """Draw a server's epoll events (``server.trace()``) over time; return the ``Figure``.
 
-    One row per connection (``connections_of``), the listening socket on
+    One row per connection (``connections_of``; *listener* as there), the listening socket on
     top; each event a mark: accept, read, write, hang-up, and changes to the
     interest list. Time runs in milliseconds from *since* (a
     ``time.monotonic()`` value; default the first event). Raises ``ValueError``
@@ -90,7 +117,7 @@ def timeline(events, *, title=None, since=None, listener=None, width=9.0):
         raise ValueError("there are no events to draw: did the server see any client?")
     start = events[0].time if since is None else since
     if listener is None:
-        listener = next((event.fd for event in events if event.kind == "register"), None)
+        listener = listener_of(events)
     rows = connections_of(events, listener)
 
     figure = Figure(figsize=(width, 1.2 + 0.42 * len(rows)), layout="constrained")
