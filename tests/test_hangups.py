@@ -94,6 +94,15 @@ def test_the_servers_own_shutdowns(table):
     assert shut_rdwr.send == ("EPIPE", "EPIPE") and shut_rdwr.so_error == "0", f"SHUT_RDWR: {shut_rdwr.cells()}"
 
 
+def test_every_ending_leaves_the_connection_writable_and_registered_0_shows_only_err_and_hup(table):
+    for row in table:
+        # send() never blocks once a connection has ended (it fails at once), nor while the peer's buffer has room.
+        assert row.events["EPOLLIN|EPOLLRDHUP|EPOLLOUT"] == row.mask | OUT, \
+            f"{row.ending}: {names(row.mask)} without EPOLLOUT, {row.names('EPOLLIN|EPOLLRDHUP|EPOLLOUT')} with it"
+        assert row.events["0"] == row.mask & (ERR | HUP), \
+            f"{row.ending}: {names(row.mask)} registered for reading, {row.names('0')} registered for nothing"
+
+
 def test_epollhup_comes_once_both_directions_are_shut_whoever_shut_them():
     for case in hangups.where_hup_comes_from():
         both_shut = case.server == "shutdown(SHUT_RDWR)" or (case.client == "closes" and case.server != "nothing")
@@ -102,8 +111,12 @@ def test_epollhup_comes_once_both_directions_are_shut_whoever_shut_them():
 
 
 def test_a_stopped_client_is_found_only_once_it_ends():
-    peer = hangups.a_stopped_peer(seconds=0.3)
+    peer = hangups.a_stopped_peer(seconds=2.5, keepalive=1)
     assert peer.while_stopped == 0, f"while stopped: {names(peer.while_stopped)}"
+    # Keepalive probed at least once in 2.5 s of silence, and the stopped process's kernel answered: no ETIMEDOUT.
+    assert peer.keepalive_error == "0", f"keepalive against a stopped client: {peer.keepalive_error}"
+    assert peer.acknowledged < peer.quiet_for, \
+        f"no acknowledgement for {peer.acknowledged} s, no data for {peer.quiet_for} s: no probe was answered"
     assert peer.sent_while_stopped > 0, "send() took nothing while the client was stopped"
     # It ended with our bytes unread: its kernel closed the socket with a reset.
     assert peer.once_ended & (IN | RDHUP) == IN | RDHUP, f"once it ended: {names(peer.once_ended)}"

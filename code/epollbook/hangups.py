@@ -4,7 +4,7 @@
     measure(ending, window=WINDOW)       one ``Row``: what the server's end showed after that ending
     truth_table(endings=ENDINGS)         a ``Table`` of rows: HTML in a notebook, text when printed
     where_hup_comes_from()               which ends make EPOLLHUP appear, registered as example 3 registers: 0
-    a_stopped_peer(seconds=1.0)          a client process stopped: what its connection shows then, and once it ended
+    a_stopped_peer(seconds=2.5)          a client process stopped: what its connection shows then, and once it ended
     answer_then_close(close, ...)        a client that pipelined bytes, answered, then closed with *close*
     close_at_once(conn)                  ``conn.close()``: with unread bytes, a reset
 
@@ -56,6 +56,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -408,26 +409,56 @@ class StoppedPeer:
 
     seconds_watched: float   # how long the server's end was watched while the client was stopped
     while_stopped: int       # the mask seen then (registered EPOLLIN|EPOLLRDHUP): 0 for nothing
-    sent_while_stopped: int  # bytes send() took meanwhile: the stopped process's kernel still acknowledges them
+    keepalive: float | None  # TCP keepalive's idle time and interval meanwhile, one probe allowed (None: off)
+    keepalive_error: str     # SO_ERROR after the watch: 'ETIMEDOUT' had a probe gone unanswered, '0' if none did
+    quiet_for: float         # seconds since the peer last sent data, at the end of the watch
+    acknowledged: float      # seconds since its kernel last acknowledged anything: a keepalive probe, say
+    sent_while_stopped: int  # bytes send() took after the watch: the stopped process's kernel acknowledges them
     once_ended: int          # the mask seen once the process was continued and had ended
 
 
-def a_stopped_peer(seconds=1.0, timeout=5.0):
+def since_last_heard(sock):
+    """``(seconds since the peer last sent data, seconds since it last acknowledged anything)``, from TCP_INFO.
+
+    ``struct tcp_info`` (linux/tcp.h) holds them as ``tcpi_last_data_recv`` and
+    ``tcpi_last_ack_recv``, in milliseconds, at bytes 52 and 56 on every
+    architecture.
+    """
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 64)
+    last_data, last_ack = struct.unpack_from("II", info, 52)
+    return last_data / 1000, last_ack / 1000
+
+
+def a_stopped_peer(seconds=2.5, keepalive=1, timeout=5.0):
     """Stop a client process (SIGSTOP) and watch its connection for *seconds*; then continue it, let it end, and
-    watch again (up to *timeout* s). Returns a ``StoppedPeer``. Nothing outlives the call: the process is reaped."""
+    watch again (up to *timeout* s). Returns a ``StoppedPeer``. Nothing outlives the call: the process is reaped.
+
+    With *keepalive* (whole seconds), the server's end sends TCP keepalive
+    probes after that long without traffic and that often, and gives up after
+    one unanswered probe: watched for more than twice *keepalive*, a peer that
+    did not answer would have failed the connection with ``ETIMEDOUT``.
+    """
     with connections(1, in_another_process=True) as (connection,), select.epoll() as epoll:
-        epoll.register(connection.server.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
+        server = connection.server
+        if keepalive:
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, keepalive)
+            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive)
+            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 1)
+        epoll.register(server.fileno(), select.EPOLLIN | select.EPOLLRDHUP)
         _stop(connection)
         started = time.monotonic()
         while_stopped = sum(mask for _, mask in epoll.poll(seconds))
         watched = time.monotonic() - started
+        keepalive_error = so_error(server)
+        quiet_for, acknowledged = since_last_heard(server)
         sent = 0
         for _ in range(3):
             with contextlib.suppress(BlockingIOError):
-                sent += connection.server.send(SENT)
+                sent += server.send(SENT)
         _end_process(connection.process)
         once_ended = sum(mask for _, mask in epoll.poll(timeout))
-    return StoppedPeer(watched, while_stopped, sent, once_ended)
+    return StoppedPeer(watched, while_stopped, keepalive, keepalive_error, quiet_for, acknowledged, sent, once_ended)
 
 
 # -- where EPOLLHUP comes from ---------------------------------------------------------------------------
