@@ -229,7 +229,7 @@ def two_threads(oneshot, *, pieces=3, handling=0.1):
 # -- EPOLLEXCLUSIVE ------------------------------------------------------------------------------
 
 
-def wakeups(instances=4, *, exclusive=False, timeout=1.0):
+def wakeups(instances=4, *, exclusive=False, timeout=0.5):
     """How many of *instances* epoll instances, each waited on by a thread of its own, one new connection wakes.
 
     Every instance watches the same listening socket for ``EPOLLIN``, with
@@ -266,7 +266,18 @@ def wakeups(instances=4, *, exclusive=False, timeout=1.0):
 
 
 def _open_numbers(pid):
-    return [int(name) for name in os.listdir(f"/proc/{pid}/fd")]
+    numbers = [int(name) for name in os.listdir(f"/proc/{pid}/fd")]
+    if pid in ("self", os.getpid()):  # the listing saw its own descriptor, closed since
+        numbers = [number for number in numbers if _is_open(number)]
+    return numbers
+
+
+def _is_open(number):
+    try:
+        os.fstat(number)
+    except OSError:
+        return False
+    return True
 
 
 def _lowest_free(numbers, count):
