@@ -149,6 +149,22 @@ def test_a_request_in_pieces_is_answered(shared):
     assert answer.endswith(HELLO), f"{shared.name} answered a request in pieces with {answer!r}"
 
 
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_show_requests_prints_each_head_with_bytes_that_are_not_ascii_escaped(name):
+    with serve(name, options=["--show-requests"]) as server:
+        clients.exchange(server, clients.non_utf8_request)
+        printed = server.wait_for_output("User-Agent: caf\\xe9 \\xff\\xfe")
+        assert "Traceback" not in printed, f"{name} printed a traceback:\n{printed}"
+
+
+def test_an_option_the_server_does_not_know_gets_one_line_and_status_2():
+    refused = subprocess.run([sys.executable, "-m", "epollbook", "serve", "level", "--idle-timeout", "soon"],
+                             capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    errors = [line for line in refused.stderr.splitlines() if "error:" in line]
+    assert refused.returncode == 2 and len(errors) == 1 and "'soon' is not a time" in errors[0], \
+        f"`serve level --idle-timeout soon` exited with {refused.returncode}:\n{refused.stderr}"
+
+
 # -- no spin, no leak, bounded memory -----------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""The command line: ``python -m epollbook list`` and ``python -m epollbook serve NAME``."""
+"""The command line: ``python -m epollbook list`` and ``python -m epollbook serve NAME [SERVER OPTIONS]``."""
 
 import argparse
 import errno
@@ -25,6 +25,7 @@ def _serve(args):
     sys.argv = [module, "--host", args.host, "--port", str(args.port)]
     if args.backlog is not None:  # else the server's own default: the article's 1, or the corrected servers' 128
         sys.argv += ["--backlog", str(args.backlog)]
+    sys.argv += args.server_options  # e.g. a corrected server's --idle-timeout; the server judges them
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except (Exception, KeyboardInterrupt) as error:
@@ -56,7 +57,11 @@ def main(argv=None):
     serve.add_argument("name", choices=list(catalog.SERVERS), metavar="NAME",
                        help="a server from `list`: " + ", ".join(catalog.SERVERS))
     add_address_arguments(serve).set_defaults(run=_serve, backlog=None)
-    args = parser.parse_args(argv)
+    # Options `serve` does not know go to the server itself (`serve level --idle-timeout 2`), which
+    # answers those it does not know either with its own one-line error.
+    args, args.server_options = parser.parse_known_args(argv)
+    if args.server_options and args.command != "serve":
+        parser.error(f"unrecognized arguments: {' '.join(args.server_options)}")
     return args.run(args)
 
 

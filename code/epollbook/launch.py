@@ -215,11 +215,14 @@ class Server:
         return f"<Server {self.name}{where}, pid {self.pid}, {state}>"
 
 
-def serve(name, *, host="127.0.0.1", port=0, backlog=None, ready_timeout=10.0, trace=False):
+def serve(name, *, host="127.0.0.1", port=0, backlog=None, options=(), ready_timeout=10.0, trace=False):
     """Start server *name* (see ``python -m epollbook list``) in the background.
 
     Returns a running ``Server`` once it listens on *host*:*port* (port 0: a free
     port). *backlog* defaults to the server's own (1 for the article's examples).
+    *options* go to the server's command line as they are: the corrected servers
+    take some, e.g. ``serve("threaded", options=["--max-threads", 8])`` (see
+    ``python -m epollbook.servers.threaded --help``).
     With *trace*, every epoll event the server sees is recorded: ``server.trace()``.
     Raises ``ServerDidNotStart`` with what the server printed if it fails to.
     """
@@ -229,6 +232,7 @@ def serve(name, *, host="127.0.0.1", port=0, backlog=None, ready_timeout=10.0, t
     argv = [sys.executable, *runner, name, "--host", host, "--port", str(port)]
     if backlog is not None:
         argv += ["--backlog", str(backlog)]
+    argv += [str(option) for option in options]
     cell = _calling_cell(name)
     if cell is not None:
         _stop_previous_run(*cell)
