@@ -50,6 +50,22 @@ def clock_between_recvs(conn, seconds, limit=65536):
     return request
 
 
+def short_timeouts_to_watch_the_clock(conn, seconds, limit=65536):
+    deadline = time.monotonic() + seconds
+    conn.settimeout(0.05)  # wake often to look at the clock; but a timeout here is not the deadline
+    request = b""
+    while not _complete(request):
+        if time.monotonic() > deadline:
+            raise TimeoutError("too slow")
+        if len(request) > limit:
+            raise ValueError("too long")
+        piece = conn.recv(4096)
+        if not piece:
+            raise ConnectionError("closed")
+        request += piece
+    return request
+
+
 def deadline_without_limit(conn, seconds, limit=65536):
     deadline = time.monotonic() + seconds
     request = b""
@@ -456,6 +472,7 @@ C = checks
 WRONG = [
     (C.check_receive_request_by, timeout_per_recv, {}, "keep one deadline for the whole request"),
     (C.check_receive_request_by, clock_between_recvs, {}, "a timeout of what is left of the deadline"),
+    (C.check_receive_request_by, short_timeouts_to_watch_the_clock, {}, "only once the deadline of 0.5 s had passed"),
     (C.check_receive_request_by, deadline_without_limit, {}, "limit=1000"),
     (C.check_receive_request_by, deadline_but_returns_on_close, {}, "expected ConnectionError"),
     (C.check_receive_request_by, deadline_and_the_articles_loop, {}, "loops forever"),
