@@ -1,6 +1,7 @@
 """The book's pictures, drawn with matplotlib from measurements.
 
     timeline(server.trace())      a server's epoll events over time, one row per connection
+    growth(rows, x, columns)      how measurements grow with one of them, a panel each (chapter 3)
 
 Each function returns a ``matplotlib.figure.Figure``, built without pyplot:
 no backend is chosen, no figure is left open in a global list however often a
@@ -144,5 +145,36 @@ def timeline(events, *, title=None, since=None, listener=None, width=9.0):
                 loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     if title:
         axes.set_title(title)
+    _show_in_notebooks()
+    return figure
+
+
+def growth(rows, x, columns, *, limit=None, limit_label="limit", title=None, width=9.0):
+    """Draw how each of *columns* grows with *x*, one small panel each, side by side; return the ``Figure``.
+
+    *rows* are measurements as dicts (a table's rows, such as chapter 3's cost
+    of a server as idle clients grow); *x* and each of *columns* are keys of
+    them. *limit*, an *x* value, is drawn in every panel as a dashed line
+    labelled *limit_label* (a server's cap, say). Raises ``ValueError`` if
+    *rows* is empty or lacks one of the keys.
+    """
+    missing = [key for key in (x, *columns) if not rows or key not in rows[0]]
+    if missing:
+        raise ValueError(f"no rows to draw, or none with {missing}: give dicts with the keys {x!r} and {columns!r}")
+    figure = Figure(figsize=(width, 2.6), layout="constrained")
+    xs = [row[x] for row in rows]
+    for number, column in enumerate(columns):
+        axes = figure.add_subplot(1, len(columns), number + 1)
+        axes.plot(xs, [row[column] for row in rows], marker="o", color="tab:blue")
+        if limit is not None:
+            axes.axvline(limit, color="tab:red", linestyle="--", linewidth=1, label=limit_label)
+        axes.set_title(column, fontsize="medium")
+        axes.set_xlabel(x)
+        axes.set_ylim(bottom=0)
+        axes.grid(color="0.92")
+    if limit is not None:
+        figure.axes[0].legend(loc="upper left", fontsize="small", frameon=False)
+    if title:
+        figure.suptitle(title)
     _show_in_notebooks()
     return figure
