@@ -71,6 +71,12 @@ def test_a_reset_sets_err_and_hup_and_recv_raises_econnreset_once(table, name):
     assert row.send[0] == "ECONNRESET" and row.send[1] in RESET_ERRORS, f"send() after {row.ending}: {row.send}"
 
 
+def test_an_error_is_reported_once_whoever_reads_it_first():
+    read = hangups.reading_an_error()
+    assert read.events & ERR, f"a reset showed {names(read.events)}"
+    assert (read.so_error, read.recv, read.so_error_again) == ("ECONNRESET", "b''", "0"), str(read)
+
+
 def test_a_stopped_client_shows_no_event_at_all_and_still_takes_what_is_sent(table):
     row = table.row("stopped")
     assert row.mask == 0 and row.events["0"] == 0, f"a stopped client showed {names(row.mask)}"

@@ -3,6 +3,7 @@
     ENDINGS                              every way a connection ends, as data, each with the code that makes it happen
     measure(ending, window=WINDOW)       one ``Row``: what the server's end showed after that ending
     truth_table(endings=ENDINGS)         a ``Table`` of rows: HTML in a notebook, text when printed
+    reading_an_error()                   a reset's error, read with SO_ERROR, recv() and SO_ERROR again
     where_hup_comes_from()               which ends make EPOLLHUP appear, registered as example 3 registers: 0
     a_stopped_peer(seconds=2.5)          a client process stopped: what its connection shows then, and once it ended
     answer_then_close(close, ...)        a client that pipelined bytes, answered, then closed with *close*
@@ -346,6 +347,34 @@ def measure(ending, window=WINDOW):
         events = events_seen(watched.server, window)
         received = (outcome(lambda: watched.server.recv(4096)), outcome(lambda: watched.server.recv(4096)))
         return Row(ending, events, so_error(asked.server), received, send_twice(written.server, window))
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorRead:
+    """One reset connection's error, read three times in a row: ``SO_ERROR``, then ``recv()``, then ``SO_ERROR``."""
+
+    events: int       # the mask that announced it (registered EPOLLIN|EPOLLRDHUP)
+    so_error: str     # the first read: the error's name
+    recv: str         # what recv() did next
+    so_error_again: str
+
+    def __str__(self):
+        return (f"{probes.epoll_event_names(self.events)}: SO_ERROR {self.so_error}, then recv() "
+                f"{self.recv}, then SO_ERROR {self.so_error_again}")
+
+
+def reading_an_error(window=WINDOW):
+    """Reset a live connection; on the server's end, once epoll shows it, read ``SO_ERROR``, ``recv()``, ``SO_ERROR``.
+
+    Returns an ``ErrorRead``: whichever call reads the pending error first
+    takes it, and the calls after it see none.
+    """
+    with connections(1) as (connection,):
+        clients.reset(connection.client)
+        events = events_seen(connection.server, window)["EPOLLIN|EPOLLRDHUP"]
+        first = so_error(connection.server)
+        received = outcome(lambda: connection.server.recv(4096))
+        return ErrorRead(events, first, received, so_error(connection.server))
 
 
 class Table:
