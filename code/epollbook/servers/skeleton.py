@@ -228,8 +228,12 @@ class EpollServer:
         sock.setblocking(False)
         now = time.monotonic()
         connection = Connection(sock, self._read_request, self.reading_events, now + self.limits.request_timeout)
+        try:
+            self._epoll.register(connection.fd, connection.events)
+        except OSError:  # ENOMEM, or ENOSPC past fs.epoll.max_user_watches: refuse this one, serve the others
+            sock.close()
+            return
         self._connections[connection.fd] = connection
-        self._epoll.register(connection.fd, connection.events)
         self._set_deadline(connection, min(connection.request_deadline, now + self.limits.idle_timeout))
 
     def _pause_accepting(self, seconds):
