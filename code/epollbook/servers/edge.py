@@ -1,4 +1,4 @@
-"""edge: example 4 (epoll, edge-triggered) with every defect of the errata fixed.
+"""Example 4 (epoll, edge-triggered) with every defect of the errata fixed.
 
 The article's example 4 spins for ever in ``while True: recv()`` once a client
 closes (``b''`` is not an exception), swallows resets and ``EMFILE`` in a broad

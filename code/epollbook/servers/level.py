@@ -1,4 +1,4 @@
-"""level: example 3 (epoll, level-triggered) with every defect of the errata fixed.
+"""Example 3 (epoll, level-triggered) with every defect of the errata fixed.
 
 The article's example 3 spins and leaks when a client closes early, dies on a
 reset, spins on ``EPOLLOUT`` with nothing to write, never forgets a closed

@@ -34,10 +34,12 @@ one busy client without end starves the others, so the drain is capped and a
 connection that still has bytes is visited again *without* waiting for an edge,
 which will not come.
 
-**Hang-ups.** ``EPOLLRDHUP`` and ``EPOLLHUP`` arrive with the last bytes of a
-request when a client half-closes after sending it (``shutdown(SHUT_WR)``),
-and such a client is still reading: it must get its answer. So the event
-mask decides nothing here. Each connection is at one step (reading its
+**Hang-ups.** ``EPOLLRDHUP`` arrives with the last bytes of a request when a
+client half-closes after sending it (``shutdown(SHUT_WR)``), and such a client
+is still reading: it must get its answer. ``EPOLLHUP`` means both directions
+are shut (a reset, or the client's FIN after our own ``shutdown(SHUT_WR)``),
+which is how a lingering close normally ends. So the event mask decides
+nothing here. Each connection is at one step (reading its
 request, writing its answer, or draining before the close) and every event
 for it, whatever its bits, runs that step; ``recv()`` and ``send()`` then say
 what really happened: bytes, ``b''`` (the end), ``BlockingIOError``

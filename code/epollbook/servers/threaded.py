@@ -1,4 +1,4 @@
-"""threaded: one blocking thread per connection, at most --max-threads at once (chapter 3's first answer).
+"""One blocking thread per connection, at most --max-threads at once: chapter 3's first answer.
 
 Each connection gets a thread of its own that reads, answers and closes with
 plain blocking calls, so a slow client stalls only its own thread. The same
