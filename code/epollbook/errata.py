@@ -261,7 +261,7 @@ def _compiles(subject):
 def _early_close(subject):
     with serve(subject) as server:
         early_close_client(server)  # one line of a request, then a FIN
-        busy = busy_fraction(server.pid, seconds=0.4)
+        busy = busy_fraction(server.pid, seconds=0.3)
         waiting = _server_ends(server).count("CLOSE_WAIT")
     end = ("its end of the connection still in CLOSE_WAIT (never closed)" if waiting
            else "its end of the connection closed")
@@ -376,6 +376,7 @@ def _swallowed_reset(subject):
 
 def _out_of_descriptors(subject):
     with serve(subject) as server:
+        wait_until_blocked(server.pid)  # it announces its address before it makes its epoll object: wait for that
         taken = set(open_fds(server.pid))
         free = [number for number in range(len(taken) + 2) if number not in taken]
         _, hard = resource.prlimit(server.pid, resource.RLIMIT_NOFILE)
@@ -391,7 +392,7 @@ def _out_of_descriptors(subject):
                 read_until_closed(first)
         if died:
             return True, f"the process had one file descriptor left; {subject} died on the next client: {died}"
-        served = _until(lambda: second.answered, 1.0)
+        served = _until(lambda: second.answered, 0.5)
         died = _death(server, within=0.0)
     if died:
         return True, f"the process ran out of file descriptors, and {subject} died: {died}"
@@ -400,7 +401,7 @@ def _out_of_descriptors(subject):
                       f"while a client waited to be accepted")
     if not served:
         return True, (f"the process ran out of file descriptors; once the first client's was free again, "
-                      f"{subject} still left the client waiting to be accepted without an answer for a second")
+                      f"{subject} still left the client waiting to be accepted without an answer half a second later")
     return False, (f"the process ran out of file descriptors; {subject} waited without spinning "
                    f"({busy:.0%} of a core) and served the waiting client once an fd was free")
 
@@ -408,7 +409,7 @@ def _out_of_descriptors(subject):
 # -- memory -------------------------------------------------------------------------------------------
 
 
-def _endless_request(subject, most=1 << 20):
+def _endless_request(subject, most=512 * 1024):
     with serve(subject) as server:
         before = _memory_kib(server.pid)
         stream = in_background(lambda: streaming_client(server, most=most, stall=1.0))
@@ -546,7 +547,7 @@ def _burst_while_busy(subject, clients=100):
     backlog = "" if backlog is None else f" (its listen backlog: {backlog})"
     if dropped:
         return True, (f"while {subject} was busy for 0.2 s, {clients} clients connected{backlog}: the kernel "
-                      f"dropped the connection requests of {dropped}, which retry after 1 s, 3 s, 7 s...")
+                      f"dropped the connection requests of {dropped}, sent again after 1 s, then 3 s, 7 s")
     return False, (f"while {subject} was busy for 0.2 s, {clients} clients connected{backlog}: all of them "
                    f"waited in its queue, none was dropped")
 
@@ -562,7 +563,7 @@ def _poll_timeout(subject):
     timeout = timeout - (1 << 32) if timeout >= 1 << 31 else timeout
     if timeout >= 0:
         return True, (f"{subject}, with nothing to do, waits in epoll.poll() with a timeout of {timeout} ms: it "
-                      f"wakes every {timeout / 1000:g} s for nothing")
+                      f"wakes every {timeout} ms for nothing")
     return False, f"{subject}, with nothing to do, waits in epoll.poll() with no timeout (-1): it sleeps until needed"
 
 
@@ -843,6 +844,7 @@ def show(name, *subjects):
         verdict = "the defect shows" if outcome.shown else "no defect"
         print(f"{subject} ({role}): {outcome.said}. [{verdict}]")
         outcomes.append(outcome)
+    print(f"Fixed in: {found.fixed_in}.")
     _seen[name] = outcomes
     return outcomes
 
@@ -856,7 +858,8 @@ def summary():
         cells = {True: [], False: []}
         for outcome in _seen[found.name]:
             verdict = "shows it" if outcome.shown else "does not"
-            cells[outcome.subject in found.faithful].append(f"{outcome.subject}: {verdict}")
+            subject = "the article's text" if outcome.subject == ARTICLE else outcome.subject
+            cells[outcome.subject in found.faithful].append(f"{subject}: {verdict}")
         corrected = ", ".join(cells[False]) or found.fixed_in
         rows.append(f"| {found.title} | {', '.join(cells[True])} | {corrected} |")
     return "\n".join(rows)
