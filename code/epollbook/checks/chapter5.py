@@ -10,6 +10,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import threading
 import time
 
@@ -197,9 +198,14 @@ class _Queue:
         _wait_until(lambda: self.queued() >= count, f"{count} connections queueing")
 
     def queued(self):
-        """How many connections wait in the queue, as /proc/net/tcp says."""
-        return sum(sock.recv_queue for sock in probes.tcp_sockets(self.port)
-                   if sock.state == "LISTEN" and sock.local[1] == self.port)
+        """How many connections wait in the queue.
+
+        For a listening socket, TCP_INFO's ``tcpi_unacked`` holds the queue's
+        length (what ``ss`` shows as Recv-Q); reading /proc/net/tcp instead
+        takes most of a second on a machine with 100,000 sockets.
+        """
+        info = self.listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        return struct.unpack_from("I", info, 24)[0]  # after 8 one-byte fields and rto, ato, snd_mss, rcv_mss
 
     def left_waiting(self):
         """Accept (and close) whatever is still in the queue; return how many there were."""
