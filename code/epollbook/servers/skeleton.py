@@ -168,18 +168,14 @@ class EpollServer:
 
     def serve_forever(self):
         """Serve until ``stop()`` is called; return then."""
-        listener, wakeup = self.listener.fileno(), self._wakeup.fileno()
         while not self._stopping:
+            # The event's bits are not looked at: the step's own accept(), recv() or send() finds
+            # out what happened (see "Hang-ups" above).
             for fd, _ in self._epoll.poll(self._poll_timeout()):
-                if fd == listener:
-                    self._accept()
-                elif fd == wakeup:
-                    self._clear_wakeup()
-                else:
-                    self._run_step(fd)
+                self._handle(fd)
             revisit, self._revisit = self._revisit, []
             for fd in revisit:
-                self._accept() if fd == listener else self._run_step(fd)
+                self._handle(fd)
             self._enforce_deadlines()
 
     def _poll_timeout(self):
@@ -189,10 +185,12 @@ class EpollServer:
         due = min(self._next_deadline, self._accepting_again_at)
         return -1 if due == math.inf else max(due - time.monotonic(), 0)
 
-    def _run_step(self, fd):
-        # Whatever the event's bits: the step's own recv() or send() finds out what happened.
-        connection = self._connections.get(fd)
-        if connection is not None:  # None: closed by an earlier event of the same poll()
+    def _handle(self, fd):
+        if fd == self.listener.fileno():
+            self._accept()
+        elif fd == self._wakeup.fileno():
+            self._clear_wakeup()
+        elif (connection := self._connections.get(fd)) is not None:  # None: closed earlier in this turn
             connection.step(connection)
 
     def stop(self):
