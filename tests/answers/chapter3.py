@@ -256,6 +256,20 @@ def threads_with_the_articles_loop(serversocket):
         threading.Thread(target=answer, args=(connection,), daemon=True).start()
 
 
+def threads_that_answer_after_one_recv(serversocket):
+    def answer(connection):
+        with connection:
+            connection.settimeout(5.0)
+            try:
+                if connection.recv(65536):  # one recv() taken for one request
+                    connection.sendall(RESPONSE)
+            except OSError:
+                pass
+
+    while (connection := _accept(serversocket)) is not None:
+        threading.Thread(target=answer, args=(connection,), daemon=True).start()
+
+
 def threads_but_never_returns(serversocket):
     while True:
         try:
@@ -482,6 +496,7 @@ WRONG = [
     (C.check_serve_with_threads, waits_for_each_thread, {}, "in a thread of its own"),
     (C.check_serve_with_threads, threads_that_never_close, {}, "kept the connection open"),
     (C.check_serve_with_threads, threads_with_the_articles_loop, {}, "still open"),
+    (C.check_serve_with_threads, threads_that_answer_after_one_recv, {}, "read until the blank line"),
     (C.check_serve_with_threads, threads_but_never_returns, {}, "errno EINVAL, return"),
     (C.check_serve_at_most, no_cap_at_all, {}, "most=2"),
     (C.check_serve_at_most, waits_for_a_place, {}, "answer 503 at once"),

@@ -162,7 +162,11 @@ class _ThreadedServerUnderCheck:
         self.name = name
         self.listener = _open_listener()
         self.address = self.listener.getsockname()
-        self.running = Running(function, self.listener, *arguments)
+        try:
+            self.running = Running(function, self.listener, *arguments)
+        except CheckFailed:  # not a function: nothing runs, and nothing may stay open
+            self.listener.close()
+            raise
         self.clients = []  # the check's own client sockets, closed at the end whatever happens
 
     def fail_if_ended(self, after):
@@ -276,11 +280,15 @@ def check_serve_with_threads(serve_with_threads, *, hidden=False):
         status = server.polite(while_slow, hint="serve each connection in a thread of its own, so that a "
                                "slow client holds up only its own thread")
         server.expect_status(status, 200, while_slow)
-        dropped = sum(clients.peek(client) is not None for client in slow)
-        if dropped:
+        seen = [early for client in slow if (early := clients.peek(client)) is not None]
+        if any(seen):
+            raise CheckFailed(f"expected no answer to a slow client before the blank line that ends its request; "
+                              f"after only its first line it got {short(next(filter(None, seen)))}: read until the "
+                              "blank line")
+        if seen:
             raise CheckFailed(f"expected the slow clients' connections to stay open while a polite client was served; "
-                              f"{dropped} of {slow_count} had been answered or closed: a server that drops a slow "
-                              "client to serve the next one still serves one at a time")
+                              f"{len(seen)} of {slow_count} had been closed: a server that drops a slow client to "
+                              "serve the next one still serves one at a time")
         passed(f"answered a polite client {while_slow}")
         for client in slow:
             client.sendall(b"Host: localhost\r\n\r\n")
