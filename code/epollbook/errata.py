@@ -3,8 +3,11 @@
     from epollbook.errata import DEFECTS, defect
 
     decode = defect("decode")
-    decode.demonstrate("example3")   # Outcome: shown=True, "example3 died: UnicodeDecodeError: ..."
-    decode.demonstrate("level")      # Outcome: shown=False, "level answered '400 Bad Request' ..."
+    decode.demonstrate("example3")   # Outcome: shown=True, "example3 died (UnicodeDecodeError: ...) ..."
+    decode.demonstrate("level")      # Outcome: shown=False, "level answered 'HTTP/1.0 200 OK' ..."
+
+    show("decode", "example3", "level")   # in the notebook: runs both, prints a line for each
+    Markdown(summary())                   # a table of every show() so far
 
 A ``Defect`` says where the article has it (the example, its line numbers in
 the article's listing, the quoted code or prose), what goes wrong, which of the
@@ -16,9 +19,11 @@ returns an ``Outcome``: whether the defect showed, and what happened, in one
 sentence. The errata notebook and ``tests/test_errata.py`` run the same
 experiments: the notebook prints the sentences, the tests assert the booleans.
 
-A subject is a server's name from the catalog, or ``"article"`` where the
-defect is in the article's text itself (a listing that does not compile, a
-claim about the kernel): then the experiment tries the text on this machine.
+A subject is a server's name from the catalog, or ``"article"`` (``ARTICLE``)
+where the defect is in the article's text itself (a listing that does not
+compile, a claim about the kernel): then the experiment tries the text on this
+machine. ``article_example5()`` is example 5 as the article published it;
+``OUR_COPIES_SAY`` maps the article's lines our copies replace to theirs.
 
 How the experiments stay honest on a loaded machine
 ---------------------------------------------------
@@ -104,8 +109,10 @@ class Defect:
     ``quoted`` is the article's code (or its Chinese explanation) and
     ``rendering`` an English rendering of a Chinese quote ('' for code);
     ``wrong`` says what goes wrong. ``faithful`` are the subjects that have
-    the defect, ``corrected`` the servers that fix it; ``fixed_in`` says where
-    the book fixes it (for the examples no corrected server exists for yet).
+    the defect, ``corrected`` the servers that fix it (none, for a claim about
+    the kernel); ``fixed_in`` says where the book fixes it, in words.
+    ``experiment(subject)`` returns ``(shown, said)``; call it through
+    ``demonstrate``.
     """
 
     name: str
@@ -285,6 +292,7 @@ def _half_close(subject):
 
 # -- bytes, resets, file descriptors ----------------------------------------------------------------
 
+
 def _serving(server):
     """Whether *server* still answers a polite request: ``(True, "200 OK")``, or ``(False, how it died)``."""
     try:
@@ -389,7 +397,11 @@ def _out_of_descriptors(subject):
             died = _death(server, within=0.0)
             if not died:
                 first.sendall(b"\r\n")  # the first client finishes: the server closes its fd
-                read_until_closed(first)
+                try:
+                    read_until_closed(first)
+                except NoEndOfAnswer:
+                    return True, (f"the process had one file descriptor left; {subject} did not even answer "
+                                  f"the client that holds it")
         if died:
             return True, f"the process had one file descriptor left; {subject} died on the next client: {died}"
         served = _until(lambda: second.answered, 0.5)
@@ -615,7 +627,7 @@ DEFECTS = (
               "examples 1-2 loop on it at full speed; example 3 (level-triggered) is told again and again that "
               "the socket is readable, reads `b''` each time and never closes it; example 4's `while True:` "
               "loop never meets the exception it waits for, and serves no one else, ever.",
-        faithful=("example2", "example3", "example4", "example5", "example6"),
+        faithful=("example1", "example2", "example3", "example4", "example5", "example6"),
         corrected=("threaded", "level", "edge"),
         fixed_in="chapter 2 (exercise 2.1), chapter 3's threaded server, chapters 4-5's level and edge servers",
         experiment=_early_close,
@@ -640,7 +652,7 @@ DEFECTS = (
         quoted="print('-'*40 + '\\n' + requests[fileno].decode()[:-2])",
         wrong="HTTP requests are bytes, not UTF-8 text. One byte that is not UTF-8 raises "
               "`UnicodeDecodeError`, which nothing catches: the server dies, for every client.",
-        faithful=("example2", "example3", "example4", "example5", "example6"),
+        faithful=("example1", "example2", "example3", "example4", "example5", "example6"),
         corrected=("threaded", "level", "edge"),
         fixed_in="chapters 2-5: the corrected servers never decode a request",
         experiment=_not_utf8,
