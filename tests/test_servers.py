@@ -180,6 +180,17 @@ def test_an_option_the_server_does_not_know_gets_one_line_and_status_2():
         f"`serve level --idle-timeout soon` exited with {refused.returncode}:\n{refused.stderr}"
 
 
+@pytest.mark.parametrize("name", ALL_SERVERS)
+def test_a_port_that_is_taken_gets_one_line_and_status_1(name):
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        refused = subprocess.run([sys.executable, "-m", f"epollbook.servers.{name}", "--port", str(port)],
+                                 capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    expected = f"cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert (refused.returncode, refused.stderr) == (1, expected), \
+        f"{name} on a taken port exited with {refused.returncode}:\n{refused.stderr}"
+
+
 # -- no spin, no leak, bounded memory -----------------------------------------
 
 

@@ -13,6 +13,7 @@ connection closed, one line printed, exit status 0.
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 
@@ -96,7 +97,8 @@ def main(server_class, argv=None):
     ``add_arguments(parser)`` and ``options(args)``, and must provide
     ``listener``, ``serve_forever()``, ``stop()`` (safe in a signal handler),
     ``close()`` and ``connection_count``. Bad options end the program with
-    argparse's one-line message and exit status 2.
+    argparse's one-line message and exit status 2; an address it cannot
+    listen on, with one line and status 1.
     """
     module = sys.modules[server_class.__module__]
     parser = argparse.ArgumentParser(description=(module.__doc__ or "").split("\n", 1)[0])
@@ -110,8 +112,11 @@ def main(server_class, argv=None):
     server_class.add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     exit_with_owner()  # started by epollbook.launch: gone when the launcher is
-    server = server_class((args.host, args.port), args.backlog, Limits.from_arguments(args),
-                          show_requests=args.show_requests, **server_class.options(args))
+    try:
+        server = server_class((args.host, args.port), args.backlog, Limits.from_arguments(args),
+                              show_requests=args.show_requests, **server_class.options(args))
+    except OSError as error:  # EADDRINUSE, EACCES, EADDRNOTAVAIL: a sentence, not a traceback
+        parser.exit(1, f"cannot listen on {args.host}:{args.port}: {os.strerror(error.errno)}\n")
     stopped_by = []
 
     def stop(signum, frame):
