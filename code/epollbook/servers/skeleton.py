@@ -39,12 +39,11 @@ client half-closes after sending it (``shutdown(SHUT_WR)``), and such a client
 is still reading: it must get its answer. ``EPOLLHUP`` means both directions
 are shut (a reset, or the client's FIN after our own ``shutdown(SHUT_WR)``),
 which is how a lingering close normally ends. So the event mask decides
-nothing here. Each connection is at one step (reading its
-request, writing its answer, or draining before the close) and every event
-for it, whatever its bits, runs that step; ``recv()`` and ``send()`` then say
-what really happened: bytes, ``b''`` (the end), ``BlockingIOError``
-(nothing now), or the error (``ECONNRESET``, ``EPIPE``) of a connection that
-is gone.
+nothing here. Each connection is at one step (reading its request, writing
+its answer, or draining before the close) and every event for it, whatever
+its bits, runs that step; ``recv()`` and ``send()`` then say what really
+happened: bytes, ``b''`` (the end), ``BlockingIOError`` (nothing now), or
+the error (``ECONNRESET``, ``EPIPE``) of a connection that is gone.
 
 **Closing.** Every connection is closed exactly once, in ``_close``, which
 unregisters it first (a descriptor's registration goes with its last
@@ -63,8 +62,10 @@ at the earliest one, and nothing runs while nothing is due.
 **Out of descriptors.** ``accept()`` fails with ``EMFILE`` when the process
 has no descriptor left, and the connection stays queued. Level-triggered,
 the listener is then reported again at once, for ever: a spin. Edge-triggered,
-it is never reported again, since the queue did not change: the listener
-starves. Each variant answers in its own way (see ``out_of_descriptors``).
+it is not reported again until yet another client connects (the queue did
+not change): the clients queued meanwhile wait unheard. Linux even says
+``EMFILE`` before it looks at the queue, so the error does not mean anybody
+is waiting. Each variant answers in its own way (see ``out_of_descriptors``).
 """
 
 import contextlib
