@@ -39,11 +39,6 @@ def shared(request):
         yield server
 
 
-def start(name, *options):
-    """Start corrected server *name* with its own command-line *options*; return a launch ``Server``."""
-    return serve(name, options=options)
-
-
 def assert_alive(server):
     """Fail unless *server* runs, answers a polite client, and has printed no traceback."""
     assert server.running, f"{server.name} exited with {server.returncode}; it printed:\n{server.output}"
@@ -257,7 +252,7 @@ def test_level_watches_epollout_only_while_an_answer_waits():
 
 @pytest.mark.parametrize("name", ALL_SERVERS)
 def test_idle_and_trickling_clients_are_closed_by_their_deadlines(name):
-    with start(name, "--idle-timeout", "1", "--request-timeout", "2.5") as server, \
+    with serve(name, options=["--idle-timeout", "1", "--request-timeout", "2.5"]) as server, \
             clients.idle_clients(server, 20) as idle, clients.stalled_client(server) as trickling:
         started = time.monotonic()
         # One byte every 0.2 s is never idle for 1 s: only the whole-request deadline ends it.
@@ -279,13 +274,13 @@ def test_idle_and_trickling_clients_are_closed_by_their_deadlines(name):
 def test_edge_reads_the_rest_of_a_capped_drain_without_a_new_edge():
     # One recv() of 4096 bytes per turn: a 6000-byte head needs a second read, and no new
     # bytes will come to make a new edge. Without the revisit it would wait for its deadline.
-    with start("edge", "--reads-per-event", "1", "--request-timeout", "3") as server:
+    with serve("edge", options=["--reads-per-event", "1", "--request-timeout", "3"]) as server:
         answer = clients.oversized_client(server, 6000)
         assert answer.endswith(HELLO), f"edge with one read per event answered a 6000-byte head with {answer!r}"
 
 
 def test_threaded_makes_new_clients_wait_in_the_listen_queue_when_every_thread_is_taken():
-    with start("threaded", "--max-threads", "4") as server:
+    with serve("threaded", options=["--max-threads", "4"]) as server:
         with clients.idle_clients(server, 4):
             pending = clients.start_request(server)
             queued = wait_until(lambda: probes.listen_queue(server.port).waiting == 1)
