@@ -18,13 +18,14 @@ from epollbook.probes import EPOLL_EVENTS
 _HANG_UP = EPOLL_EVENTS["EPOLLHUP"] | EPOLL_EVENTS["EPOLLERR"] | EPOLL_EVENTS["EPOLLRDHUP"]
 _IN, _OUT = EPOLL_EVENTS["EPOLLIN"], EPOLL_EVENTS["EPOLLOUT"]
 
-# How each kind of mark looks: (label, marker, colour, size).
+# How each kind of mark looks: (label, marker, colour, size, offset from the row's line). The events of one
+# connection often come within a fraction of a millisecond: each kind has a lane of its own, so none hides another.
 _MARKS = {
-    "accept": ("something to accept (EPOLLIN)", "D", "tab:purple", 36),
-    "read": ("something to read (EPOLLIN)", "o", "tab:blue", 30),
-    "write": ("room to write (EPOLLOUT)", "^", "tab:green", 36),
-    "hang-up": ("hang-up or error (EPOLLHUP, EPOLLERR, EPOLLRDHUP)", "X", "tab:red", 48),
-    "interest": ("register / modify / unregister", "|", "black", 120),
+    "accept": ("something to accept (EPOLLIN)", "D", "tab:purple", 36, -0.22),
+    "read": ("something to read (EPOLLIN)", "o", "tab:blue", 30, -0.22),
+    "write": ("room to write (EPOLLOUT)", "^", "tab:green", 36, 0.0),
+    "hang-up": ("hang-up or error (EPOLLHUP, EPOLLERR, EPOLLRDHUP)", "X", "tab:red", 48, 0.22),
+    "interest": ("register / modify / unregister", "|", "black", 60, 0.0),
 }
 
 
@@ -128,10 +129,10 @@ def timeline(events, *, title=None, since=None, listener=None, width=9.0):
         if row_events:  # a thin line while the connection is known to epoll
             axes.plot([(row_events[0].time - start) * 1e3, (row_events[-1].time - start) * 1e3], [row, row],
                       color="0.8", linewidth=2, zorder=1)
-        for mark, (legend, marker, colour, size) in _MARKS.items():
+        for mark, (legend, marker, colour, size, offset) in _MARKS.items():
             times = [(event.time - start) * 1e3 for event in row_events if _mark_of(event, listener) == mark]
             if times:
-                axes.scatter(times, [row] * len(times), marker=marker, color=colour, s=size, zorder=2,
+                axes.scatter(times, [row + offset] * len(times), marker=marker, color=colour, s=size, zorder=2,
                              label=None if mark in shown else legend, rasterized=len(times) > 1000)
                 shown.add(mark)
     axes.set_yticks(range(len(rows)), [label for label, _ in rows])
