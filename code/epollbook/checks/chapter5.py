@@ -15,7 +15,7 @@ import threading
 import time
 
 from epollbook import clients, probes
-from epollbook.checks.harness import SECONDS, CheckFailed, Running, call, finish, passed, short
+from epollbook.checks.harness import ENDINGS, SECONDS, CheckFailed, Running, call, finish, passed, short
 from epollbook.edges import descriptor_table_full
 
 
@@ -49,10 +49,6 @@ def _waiting_bytes(sock):
 
 # -- drain -----------------------------------------------------------------------------------------
 
-_HOW = {None: "and kept the connection open", "close": "then closed the connection",
-        "reset": "then reset the connection"}
-
-
 def _returned(value):
     if isinstance(value, tuple) and len(value) == 2:
         data, closed = value
@@ -85,7 +81,7 @@ def _drain_once(drain, conn, limit, situation, stuck):
                   unblock=[conn])
 
 
-def _expect(drain, pieces, end, *, limit=None, calls=None, stuck):
+def _expect(drain, pieces, end, *, limit=None, calls, stuck):
     """Call drain on a connection with *pieces* waiting, *end* as the client ended; compare with *calls*.
 
     *calls* is the list of ``(bytes, closed)`` results expected, one per call,
@@ -93,7 +89,7 @@ def _expect(drain, pieces, end, *, limit=None, calls=None, stuck):
     """
     sent = b"".join(pieces)
     with_limit = "" if limit is None else f" (limit={limit:,})"
-    situation = f"a connection whose client sent {len(sent):,} bytes {_HOW[end]}{with_limit}"
+    situation = f"a connection whose client sent {len(sent):,} bytes {ENDINGS[end]}{with_limit}"
     with _waiting(pieces, end) as conn:
         for number, (data, closed) in enumerate(calls, 1):
             running = _drain_once(drain, conn, limit, situation, stuck)
