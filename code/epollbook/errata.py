@@ -404,16 +404,23 @@ def _out_of_descriptors(subject):
                                   f"the client that holds it")
         if died:
             return True, f"the process had one file descriptor left; {subject} died on the next client: {died}"
-        served = _until(lambda: second.answered, 0.5)
+        served = _until(lambda: second.answered, 0.7)
         died = _death(server, within=0.0)
+    try:
+        answer = second.result(timeout=0.0) if served else None
+    except OSError:
+        answer = b""
     if died:
         return True, f"the process ran out of file descriptors, and {subject} died: {died}"
     if busy >= SPINNING:
         return True, (f"the process ran out of file descriptors, and {subject} spun at {busy:.0%} of a core "
                       f"while a client waited to be accepted")
-    if not served:
+    if answer is None:
         return True, (f"the process ran out of file descriptors; once the first client's was free again, "
-                      f"{subject} still left the client waiting to be accepted without an answer half a second later")
+                      f"{subject} still left the client waiting to be accepted, unanswered, 0.7 s later")
+    if not answer:
+        return False, (f"the process ran out of file descriptors; {subject} did not spin ({busy:.0%} of a core) "
+                       f"and closed the connection it had no descriptor for at once, instead of leaving it waiting")
     return False, (f"the process ran out of file descriptors; {subject} waited without spinning "
                    f"({busy:.0%} of a core) and served the waiting client once an fd was free")
 
@@ -586,7 +593,8 @@ ESCAPE = b"\x1b[2J"
 def _prints_requests(subject):
     with serve(subject) as server:
         exchange(server, b"GET /" + ESCAPE + b" HTTP/1.0\r\n\r\n", timeout=2.0)
-        time.sleep(0.1)  # what it printed reaches us through a pipe
+        # It prints before it answers, but what it prints reaches us through a pipe and a thread.
+        _until(lambda: ESCAPE.decode() in server.output, 0.5)
         output = server.output
     if ESCAPE.decode() in output:
         return True, (f"{subject} printed the client's bytes as they came, ESC[2J ('clear the screen') included: "
@@ -710,7 +718,8 @@ DEFECTS = (
               "listen queue, and edge-triggered epoll never reports the listening socket again until another "
               "client arrives.",
         faithful=("example3", "example4"), corrected=("level", "edge"),
-        fixed_in="chapters 4-5: the corrected servers stop accepting until a connection closes",
+        fixed_in="chapters 4-5: level stops accepting for a moment and tries again; edge keeps a spare descriptor "
+                 "to take the connection it cannot serve and close it",
         experiment=_out_of_descriptors,
     ),
     Defect(
