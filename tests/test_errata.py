@@ -5,11 +5,14 @@ server, the same code the errata notebook runs; the quick ones check the data
 the notebook shows: quotes that exist, subjects that exist, a section for each.
 """
 
+import socket
+
 import nbformat
 import pytest
 
 from epollbook import catalog
-from epollbook.errata import ARTICLE, DEFECTS, OUR_COPIES_SAY, article_example5, defect
+from epollbook.errata import ARTICLE, DEFECTS, OUR_COPIES_SAY, _ends, _parse_ss, article_example5, defect
+from epollbook.probes import tcp_sockets
 from notebooks import BOOK
 
 FAITHFUL = [pytest.param(found, subject, id=f"{found.name}-{subject}")
@@ -90,3 +93,30 @@ def test_the_notebook_has_a_section_for_every_defect():
     not_run = [found.name for found in DEFECTS if f'show("{found.name}"' not in code]
     assert not missing, f"the errata notebook has no section titled {missing}"
     assert not not_run, f"the errata notebook never runs show() for {not_run}"
+
+
+# -- the kernel's list of connections, asked through ss ------------------------------------------------
+
+
+@pytest.mark.quick
+def test_ss_lines_are_read_with_the_state_names_of_proc_net_tcp():
+    text = ("LISTEN     0      128    127.0.0.1:40000        0.0.0.0:*\n"
+            "CLOSE-WAIT 1      0      127.0.0.1:40000      127.0.0.1:51000\n"
+            "SYN-SENT   0      1      127.0.0.1:51002      127.0.0.1:40000\n")
+    listener, waiting, connecting = _parse_ss(text)
+    assert (listener.state, listener.local, listener.remote, listener.queue) == \
+        ("LISTEN", ("127.0.0.1", 40000), ("0.0.0.0", 0), 128)
+    assert (waiting.state, waiting.remote) == ("CLOSE_WAIT", ("127.0.0.1", 51000))
+    assert connecting.state == "SYN_SENT"
+
+
+def test_ss_and_proc_net_tcp_list_the_same_connections():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            with accepted:
+                client.close()  # the accepted end goes to CLOSE_WAIT
+                through_ss = {(end.state, end.local, end.remote) for end in _ends(port)}
+                from_proc = {(found.state, found.local, found.remote) for found in tcp_sockets(port)}
+    assert through_ss == from_proc, f"ss listed {sorted(through_ss)}, /proc/net/tcp {sorted(from_proc)}"
