@@ -16,6 +16,7 @@ from epollbook.checks.harness import (
     fail_if_not_written,
     finish,
     no_file_descriptors_left,
+    open_listener,
     passed,
     short,
 )
@@ -108,31 +109,17 @@ inherit it) and the client a small send buffer, so a server that stops at
 """
 
 
-class _Listener(socket.socket):
-    """A listening socket that remembers the connections it accepts, so the check can close them."""
-
-    def accept(self):
-        connection, address = super().accept()
-        self.accepted.append(connection)
-        return connection, address
-
-
-def _open_listener():
-    listener = _Listener(socket.AF_INET, socket.SOCK_STREAM)
-    listener.accepted = []
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    return listener
-
-
 class _ServerUnderCheck:
     """The reader's ``serve_forever`` in a thread on the check's listening socket, and what clients see of it."""
 
     def __init__(self, serve_forever):
-        self.listener = _open_listener()
+        self.listener = open_listener()
         self.address = self.listener.getsockname()
-        self.running = Running(serve_forever, self.listener)
+        try:
+            self.running = Running(serve_forever, self.listener)
+        except CheckFailed:  # not a function: nothing runs, and nothing may stay open
+            self.listener.close()
+            raise
 
     def fail_if_ended(self, after):
         """Raise ``CheckFailed`` if ``serve_forever`` has returned or raised (after *after*)."""

@@ -16,7 +16,6 @@ import socket
 import threading
 
 from epollbook import clients
-from epollbook.checks.chapter2 import _open_listener
 from epollbook.checks.harness import (
     ANSWER_SECONDS,
     ENDINGS,
@@ -26,6 +25,7 @@ from epollbook.checks.harness import (
     Running,
     fail_if_not_written,
     finish,
+    open_listener,
     passed,
     short,
 )
@@ -160,7 +160,7 @@ class _ThreadedServerUnderCheck:
 
     def __init__(self, name, function, *arguments):
         self.name = name
-        self.listener = _open_listener()
+        self.listener = open_listener()
         self.address = self.listener.getsockname()
         try:
             self.running = Running(function, self.listener, *arguments)

@@ -18,11 +18,11 @@ from epollbook.checks.harness import (
     SECONDS,
     CheckFailed,
     Running,
-    _unread_bytes,
     call,
     finish,
     passed,
     short,
+    unread_bytes,
 )
 from epollbook.probes import epoll_event_names
 
@@ -106,7 +106,7 @@ def check_how_it_ended(how_it_ended, *, hidden=False):
             # A client that has done nothing yet shows nothing: the check does not wait for what cannot come.
             events = 0 if not (sent or steps) else _events(server_side, SHOWS[expected] | (
                 select.EPOLLIN if sent else 0))
-            waiting = _unread_bytes(server_side)
+            waiting = unread_bytes(server_side)
             answer = call(how_it_ended, server_side, events, letting_through=())
             shown = f"{description} (events {epoll_event_names(events)})"
             if answer not in ANSWERS:
@@ -114,7 +114,7 @@ def check_how_it_ended(how_it_ended, *, hidden=False):
                                   f"how_it_ended returned {short(answer)}")
             if answer != expected:
                 raise CheckFailed(f"expected {expected!r} for {shown}; how_it_ended returned {answer!r}")
-            left = _unread_bytes(server_side) if server_side.fileno() != -1 else 0
+            left = unread_bytes(server_side) if server_side.fileno() != -1 else 0
             if left < waiting:
                 raise CheckFailed(f"expected the {waiting} bytes waiting from {description} to be left for the "
                                   f"server to read; how_it_ended took {waiting - left} of them: look with "

@@ -40,6 +40,7 @@ import contextlib
 import fcntl
 import os
 import resource
+import socket
 import struct
 import termios
 import time
@@ -115,7 +116,7 @@ class Running(clients.Background):
         this one, however slow the machine. Returns False after *timeout*
         seconds if that does not happen.
         """
-        return _wait_until(lambda: self.finished.is_set() or (_unread_bytes(sock) == 0 and _blocked(self.thread_id)),
+        return _wait_until(lambda: self.finished.is_set() or (unread_bytes(sock) == 0 and _blocked(self.thread_id)),
                            timeout)
 
     def feed(self, client, sock, pieces, *, end=None):
@@ -211,7 +212,7 @@ def _wait_until(condition, timeout):
     return False
 
 
-def _unread_bytes(sock):
+def unread_bytes(sock):
     """How many bytes wait on *sock* for a recv() (0 if it is closed)."""
     try:
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
@@ -275,6 +276,32 @@ def _blocked(thread_id):
             return watcher.blocked()
     except OSError:  # the thread ended before its files could be opened
         return True
+
+
+# -- a listening socket for the reader's server ----------------------------------------------
+
+
+class RememberingListener(socket.socket):
+    """A listening socket that remembers the connections it accepts, so the check can close them."""
+
+    def accept(self):
+        connection, address = super().accept()
+        self.accepted.append(connection)
+        return connection, address
+
+
+def open_listener(backlog=16):
+    """A ``RememberingListener`` on a free port of 127.0.0.1, for the reader's server to accept from.
+
+    Its receive buffer is small (accepted sockets inherit it), so a client
+    streaming without end is held back within a few hundred KiB.
+    """
+    listener = RememberingListener(socket.AF_INET, socket.SOCK_STREAM)
+    listener.accepted = []
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(backlog)
+    return listener
 
 
 # -- a shortage of file descriptors -----------------------------------------------
