@@ -6,6 +6,7 @@ the notebook shows: quotes that exist, subjects that exist, a section for each.
 """
 
 import socket
+import time
 
 import nbformat
 import pytest
@@ -116,7 +117,11 @@ def test_ss_and_proc_net_tcp_list_the_same_connections():
         with socket.create_connection(("127.0.0.1", port)) as client:
             accepted, _ = listener.accept()
             with accepted:
-                client.close()  # the accepted end goes to CLOSE_WAIT
-                through_ss = {(end.state, end.local, end.remote) for end in _ends(port)}
-                from_proc = {(found.state, found.local, found.remote) for found in tcp_sockets(port)}
+                client.close()  # the accepted end goes to CLOSE_WAIT, the client's to FIN_WAIT1, then FIN_WAIT2
+                deadline = time.monotonic() + 2.0
+                while True:  # read both again while the client's end may still be moving between states
+                    through_ss = {(end.state, end.local, end.remote) for end in _ends(port)}
+                    from_proc = {(found.state, found.local, found.remote) for found in tcp_sockets(port)}
+                    if through_ss == from_proc or time.monotonic() > deadline:
+                        break
     assert through_ss == from_proc, f"ss listed {sorted(through_ss)}, /proc/net/tcp {sorted(from_proc)}"
