@@ -2,10 +2,9 @@
 
 import contextlib
 import errno
+import heapq
 import select
 import selectors
-import socket
-import threading
 
 from epollbook import checks
 
@@ -14,206 +13,6 @@ RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r
 
 def _complete(request):
     return b"\r\n\r\n" in request or b"\n\n" in request
-
-
-# -- serve_level: wrong -------------------------------------------------------------------------------
-
-
-def the_articles_loop(listener):
-    listener.setblocking(False)
-    epoll = select.epoll()
-    epoll.register(listener.fileno(), select.EPOLLIN)
-    connections, requests = {}, {}
-    while True:
-        for fileno, event in epoll.poll(1):
-            if fileno == listener.fileno():
-                try:
-                    connection, _ = listener.accept()
-                except OSError:
-                    return
-                connection.setblocking(False)
-                epoll.register(connection.fileno(), select.EPOLLIN)
-                connections[connection.fileno()] = connection
-                requests[connection.fileno()] = b""
-            elif event & select.EPOLLIN:
-                requests[fileno] += connections[fileno].recv(1024)
-                if b"\n\n" in requests[fileno] or b"\n\r\n" in requests[fileno]:
-                    epoll.modify(fileno, select.EPOLLOUT)
-            elif event & select.EPOLLOUT:
-                connections[fileno].send(RESPONSE)
-                epoll.modify(fileno, 0)
-                connections[fileno].shutdown(socket.SHUT_RDWR)
-            elif event & select.EPOLLHUP:
-                epoll.unregister(fileno)
-                connections.pop(fileno).close()
-
-
-def _level_server(read_request, name):
-    """A level-triggered server around *read_request(fd, piece) -> complete?*, right about everything else."""
-    def serve(listener):
-        listener.setblocking(False)
-        with select.epoll() as epoll:
-            epoll.register(listener, select.EPOLLIN)
-            connections = {}
-            while True:
-                for fd, _ in epoll.poll():
-                    if fd == listener.fileno():
-                        try:
-                            connection, _ = listener.accept()
-                        except BlockingIOError:
-                            continue
-                        except OSError:
-                            for connection in connections.values():
-                                connection.close()
-                            return
-                        connection.setblocking(False)
-                        epoll.register(connection, select.EPOLLIN)
-                        connections[connection.fileno()] = connection
-                        continue
-                    connection = connections[fd]
-                    try:
-                        piece = connection.recv(4096)
-                        if piece and not read_request(fd, piece):
-                            continue
-                        if piece:
-                            connection.send(RESPONSE)
-                    except OSError:
-                        pass
-                    epoll.unregister(fd)
-                    del connections[fd]
-                    connection.close()
-    serve.__name__ = name
-    return serve
-
-
-answers_the_first_piece = _level_server(lambda fd, piece: True, "answers_the_first_piece")
-looks_at_the_last_piece_alone = _level_server(lambda fd, piece: _complete(piece), "looks_at_the_last_piece_alone")
-
-_shared = [b""]
-
-
-def _one_buffer_for_everyone(fd, piece):
-    _shared[0] += piece
-    if _complete(_shared[0]):
-        _shared[0] = b""
-        return True
-    return False
-
-
-one_buffer_for_every_connection = _level_server(_one_buffer_for_everyone, "one_buffer_for_every_connection")
-
-
-def one_client_at_a_time(listener):
-    """Chapter 2's blocking server: right for one client, hostage to a slow one."""
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except OSError:
-            return
-        with connection:
-            connection.settimeout(5.0)
-            try:
-                request = b""
-                while not _complete(request):
-                    piece = connection.recv(4096)
-                    if not piece:
-                        raise ConnectionError("closed")
-                    request += piece
-                connection.sendall(RESPONSE)
-            except OSError:
-                pass
-
-
-def never_returns(listener):
-    listener.setblocking(False)
-    epoll = select.epoll()
-    epoll.register(listener, select.EPOLLIN)
-    connections, requests = {}, {}
-    while True:
-        for fd, _ in epoll.poll():
-            if fd == listener.fileno():
-                try:
-                    connection, _ = listener.accept()
-                except OSError:
-                    continue  # any error: try again
-                connection.setblocking(False)
-                epoll.register(connection, select.EPOLLIN)
-                connections[connection.fileno()], requests[connection.fileno()] = connection, b""
-                continue
-            connection = connections[fd]
-            try:
-                piece = connection.recv(4096)
-                requests[fd] += piece
-                if piece and not _complete(requests[fd]):
-                    continue
-                if piece:
-                    connection.send(RESPONSE)
-            except OSError:
-                pass
-            epoll.unregister(fd)
-            connections.pop(fd).close()
-
-
-# -- serve_level: right, written differently ---------------------------------------------------------
-
-
-def with_selectors(listener):
-    """The portable layer over epoll (chapter 12), with the state in each registration's data."""
-    listener.setblocking(False)
-    with selectors.DefaultSelector() as selector:
-        selector.register(listener, selectors.EVENT_READ, data=None)
-        while True:
-            for key, _ in selector.select():
-                if key.data is None:
-                    try:
-                        connection, _ = listener.accept()
-                    except BlockingIOError:
-                        continue
-                    except OSError as error:
-                        if error.errno != errno.EINVAL:
-                            continue
-                        for other in list(selector.get_map().values()):
-                            if other.data is not None:
-                                other.fileobj.close()
-                        return
-                    connection.setblocking(False)
-                    selector.register(connection, selectors.EVENT_READ, data=bytearray())
-                    continue
-                connection, received = key.fileobj, key.data
-                try:
-                    chunk = connection.recv(1 << 16)
-                except ConnectionError:
-                    chunk = None
-                if chunk:
-                    received += chunk
-                    if not _complete(bytes(received)):
-                        continue
-                    with contextlib.suppress(OSError):
-                        connection.sendall(RESPONSE)
-                selector.unregister(connection)
-                connection.close()
-
-
-def a_thread_per_client(listener):
-    """Not epoll at all: a thread per client is another answer to the same problem (chapter 3)."""
-    def serve_one(connection):
-        with connection:
-            connection.settimeout(5.0)
-            request = b""
-            with contextlib.suppress(OSError):
-                while not _complete(request):
-                    piece = connection.recv(1024)
-                    if not piece:
-                        return
-                    request += piece
-                connection.sendall(RESPONSE)
-
-    while True:
-        try:
-            connection, _ = listener.accept()
-        except OSError:
-            return
-        threading.Thread(target=serve_one, args=(connection,), daemon=True).start()
 
 
 # -- echo: wrong ---------------------------------------------------------------------------------------
@@ -431,6 +230,43 @@ keeps_the_epoll_in_a_global = _server_leaking(**{**FIXED, "at_stop": "leak"}, ke
 # -- serve_without_leaks: right, written differently ---------------------------------------------------
 
 
+def with_selectors(listener):
+    """The portable layer over epoll (chapter 12), with the state in each registration's data."""
+    listener.setblocking(False)
+    with selectors.DefaultSelector() as selector:
+        selector.register(listener, selectors.EVENT_READ, data=None)
+        while True:
+            for key, _ in selector.select():
+                if key.data is None:
+                    try:
+                        connection, _ = listener.accept()
+                    except BlockingIOError:
+                        continue
+                    except OSError as error:
+                        if error.errno != errno.EINVAL:
+                            continue
+                        for other in list(selector.get_map().values()):
+                            if other.data is not None:
+                                other.fileobj.close()
+                        return
+                    connection.setblocking(False)
+                    selector.register(connection, selectors.EVENT_READ, data=bytearray())
+                    continue
+                connection, received = key.fileobj, key.data
+                try:
+                    chunk = connection.recv(1 << 16)
+                except ConnectionError:
+                    chunk = None
+                if chunk:
+                    received += chunk
+                    if not _complete(bytes(received)):
+                        continue
+                    with contextlib.suppress(OSError):
+                        connection.sendall(RESPONSE)
+                selector.unregister(connection)
+                connection.close()
+
+
 def closes_in_one_place(listener):
     """Every way a connection ends goes through one `finally`; an ExitStack closes whatever is left."""
     listener.setblocking(False)
@@ -471,14 +307,98 @@ def closes_in_one_place(listener):
 
 
 
+# -- poll_timeout: wrong -------------------------------------------------------------------------------
+
+
+def always_zero(deadlines, now):
+    return 0
+
+
+def unclipped(deadlines, now):
+    if not deadlines:
+        return None
+    return min(deadlines.values()) - now
+
+
+def the_latest_deadline(deadlines, now):
+    if not deadlines:
+        return None
+    return max(0.0, max(deadlines.values()) - now)
+
+
+def every_five_seconds(deadlines, now):
+    return 5
+
+
+def every_second(deadlines, now):
+    return 1.0
+
+
+def in_milliseconds(deadlines, now):
+    """As select.poll() wants it."""
+    if not deadlines:
+        return -1
+    return max(0, round((min(deadlines.values()) - now) * 1000))
+
+
+def always_none(deadlines, now):
+    return None
+
+
+def zero_when_nothing_is_open(deadlines, now):
+    if not deadlines:
+        return 0
+    return max(0.0, min(deadlines.values()) - now)
+
+
+def whole_seconds(deadlines, now):
+    if not deadlines:
+        return None
+    return max(0, int(min(deadlines.values()) - now))
+
+
+def breaks_on_no_deadline(deadlines, now):
+    return max(0.0, min(deadlines.values()) - now)
+
+
+def as_text(deadlines, now):
+    return f"{max(0.0, min(deadlines.values()) - now):.3f}" if deadlines else None
+
+
+# -- poll_timeout: right, written differently ------------------------------------------------------------
+
+
+def with_a_heap(deadlines, now):
+    heap = list(deadlines.values())
+    heapq.heapify(heap)
+    if heap:
+        wait = heap[0] - now
+        return wait if wait > 0 else 0
+    return -1
+
+
+def with_sorted(deadlines, now):
+    for earliest in sorted(deadlines.values()):
+        return max(earliest - now, 0)
+    return None
+
+
+def with_a_default(deadlines, now):
+    earliest = min((deadline for deadline in deadlines.values()), default=None)
+    return None if earliest is None else max(0.0, earliest - now)
+
+
+def in_milliseconds_then_seconds(deadlines, now):
+    """Counted in whole milliseconds, rounded up, then handed over in seconds, as epoll.poll() wants them."""
+    if not deadlines:
+        return -1.0
+    milliseconds = -(-(min(deadlines.values()) - now) * 1000 // 1)
+    return max(milliseconds, 0) / 1000
+
+
+
 C = checks
 WRONG = [
-    (C.check_serve_level, the_articles_loop, {}, "ConnectionResetError"),
-    (C.check_serve_level, answers_the_first_piece, {}, "expected no answer before the empty line"),
-    (C.check_serve_level, looks_at_the_last_piece_alone, {}, "expected an answer to a complete request"),
-    (C.check_serve_level, one_buffer_for_every_connection, {}, "all the bytes each connection has sent"),
-    (C.check_serve_level, one_client_at_a_time, {}, "never wait for one client"),
-    (C.check_serve_level, never_returns, {}, "return once its listening socket was shut down"),
     (C.check_echo, always_in_and_out, {}, "while there was nothing to send"),
     (C.check_echo, keeps_epollout_once_asked, {}, "while there was nothing to send"),
     (C.check_echo, retries_send_at_once, {}, "when send() raises BlockingIOError"),
@@ -491,13 +411,27 @@ WRONG = [
     (C.check_serve_without_leaks, spins_on_the_early_close, {}, "never went back to sleep"),
     (C.check_serve_without_leaks, keeps_the_epoll_in_a_global, {}, "1 epoll instance open"),
     (C.check_serve_without_leaks, keeps_the_epoll_in_a_global, {"hidden": True}, "and the epoll object too"),
+    (C.check_poll_timeout, always_zero, {}, "its thread never slept"),
+    (C.check_poll_timeout, zero_when_nothing_is_open, {}, "while no connection was open; its thread never slept"),
+    (C.check_poll_timeout, unclipped, {}, "waits for ever"),
+    (C.check_poll_timeout, unclipped, {"hidden": True}, "never return a negative number"),
+    (C.check_poll_timeout, every_five_seconds, {}, "was still open 1.2 s after its deadline"),
+    (C.check_poll_timeout, in_milliseconds, {}, "that is milliseconds"),
+    (C.check_poll_timeout, always_none, {}, "waits for the next event only"),
+    (C.check_poll_timeout, the_latest_deadline, {"hidden": True}, "the time until the latest deadline"),
+    (C.check_poll_timeout, every_second, {"hidden": True}, "epoll.poll(1.0) woke it after"),
+    (C.check_poll_timeout, whole_seconds, {}, "with nothing to do"),
+    (C.check_poll_timeout, breaks_on_no_deadline, {}, "raised ValueError"),
+    (C.check_poll_timeout, as_text, {}, "epoll.poll() refused it"),
 ]
 
 RIGHT = [
-    (C.check_serve_level, with_selectors),
-    (C.check_serve_level, a_thread_per_client),
     (C.check_echo, echo_with_selectors),
     (C.check_echo, echo_with_poll),
     (C.check_serve_without_leaks, closes_in_one_place),
     (C.check_serve_without_leaks, with_selectors),
+    (C.check_poll_timeout, with_a_heap),
+    (C.check_poll_timeout, with_sorted),
+    (C.check_poll_timeout, with_a_default),
+    (C.check_poll_timeout, in_milliseconds_then_seconds),
 ]

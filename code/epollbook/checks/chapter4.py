@@ -1,10 +1,12 @@
-"""Chapter 4's checks: ``serve_level``, ``echo`` and ``serve_without_leaks``.
+"""Chapter 4's checks: ``echo``, ``serve_without_leaks`` and ``poll_timeout``.
 
-``serve_level`` and ``serve_without_leaks`` are servers: each runs in a thread
-on a listening socket the check made, and is stopped the way chapter 2's was,
-by ``shutdown()`` of that socket (its event reports ``EPOLLIN|EPOLLHUP`` and
+``serve_without_leaks`` is a server: it runs in a thread on a listening
+socket the check made, and is stopped the way chapter 2's was, by
+``shutdown()`` of that socket (its event reports ``EPOLLIN|EPOLLHUP`` and
 ``accept()`` then raises ``OSError``, errno ``EINVAL``). ``echo`` serves one
-connection the check holds the other end of.
+connection the check holds the other end of. ``poll_timeout`` is one step of
+a loop: the check runs a server of its own that asks it, at every turn, how
+long to wait in ``poll()``, and judges the answers by what the clients see.
 
 A loop that spins is told from one that sleeps by watching its thread: a loop
 that waits in ``poll()`` is asleep in the kernel nearly every time we look; one
@@ -15,8 +17,11 @@ a time, so a loaded machine does not change the verdict.
 
 import contextlib
 import os
+import select
 import socket
+import threading
 import time
+from typing import NamedTuple
 
 from epollbook import clients, probes
 from epollbook.checks.harness import (
@@ -141,55 +146,6 @@ class _ServerUnderCheck:
         if report:
             passed(f"answered a polite client after {after}")
 
-    def answer_of(self, client, description):
-        """Read *client*'s answer to the end: it must be a 200 answer, then the connection closed."""
-        try:
-            reply = clients.read_until_closed(client)
-        except clients.NoEndOfAnswer as error:
-            self.fail_if_ended(description)
-            raise CheckFailed(f"expected an answer to {description}, then the connection closed; "
-                              + ("none came" if not error.received else "the connection stayed open")
-                              + f" within {ANSWER_SECONDS:g} s: never wait for one client while others are "
-                              "ready, and look for the empty line in all the bytes each connection has sent so far"
-                              ) from None
-        if not _is_ok(reply):
-            raise CheckFailed(f"expected a 200 answer to {description}; it got {short(reply)}")
-
-    def nothing_yet(self, client, sent):
-        """After settling, *client*, which sent only *sent*, must have no answer and an open connection."""
-        self.running.settle()
-        early = clients.peek(client)
-        if early is not None:
-            what = f"answered {short(early)}" if early else "closed the connection"
-            raise CheckFailed(f"expected no answer before the empty line that ends a request; after only "
-                              f"{short(sent)} on one connection {self.name} {what}: keep what each connection has "
-                              "sent so far, and answer once it holds the empty line")
-
-    def serves_interleaved(self, pieces_by_client, description):
-        """Clients send their requests' pieces in turn; each is answered once its own request is complete.
-
-        *pieces_by_client*: for each client, its request's pieces; the
-        clients take turns, one piece each, so every request is cut up by the
-        others' pieces, and those that finish first are answered while the
-        others are still incomplete.
-        """
-        connections = [self.connect() for _ in pieces_by_client]
-        sent = [b""] * len(connections)
-        turns = max(map(len, pieces_by_client))
-        for turn in range(turns):
-            for number, (client, pieces) in enumerate(zip(connections, pieces_by_client, strict=True)):
-                if turn < len(pieces):
-                    client.sendall(pieces[turn])
-                    sent[number] += pieces[turn]
-                    if turn < len(pieces) - 1:
-                        self.nothing_yet(client, sent[number])
-                    else:
-                        others = sum(len(p) > turn + 1 for p in pieces_by_client)
-                        self.answer_of(client, f"a complete request ({description}) while "
-                                       + ("no other was incomplete" if not others else "another client's was still "
-                                          "incomplete" if others == 1 else f"{others} others were still incomplete"))
-        passed(f"answered {description}, each once complete")
-
     def fd_left_by(self, rude_client, description):
         """Let *rude_client* do its worst; the connection's socket must be closed once the server is done with it."""
         with contextlib.suppress(OSError):  # what the rude client itself sees does not matter
@@ -253,50 +209,6 @@ class _ServerUnderCheck:
         self.listener.close()
         for client in self.held:
             client.close()
-
-
-# -- serve_level ---------------------------------------------------------------------------------
-
-
-def check_serve_level(serve_level, *, hidden=False):
-    """Check ``serve_level(listener)``: one thread serving many clients at once, with level-triggered epoll.
-
-    It must answer every complete request (its empty line ``\\r\\n\\r\\n``, or
-    ``\\n\\n``) with a 200 answer and close that connection; keep each
-    connection's bytes apart, so that requests arriving in pieces,
-    interleaved with other clients' pieces, are each answered once complete
-    and not before; go on serving after clients that hang up early or reset;
-    and return once the listening socket is shut down. *hidden* runs the
-    cases graders keep hidden instead.
-    """
-    request = clients.REQUEST
-    server = _ServerUnderCheck(serve_level)
-    try:
-        server.still_serving("starting")
-        if hidden:
-            server.serves_interleaved([[b"GET / HTTP/1.0\n", b"Host: a\n", b"\n"],
-                                       [b"GET / HTTP/1.0\r\n", b"\r", b"\n"],
-                                       [request[:5], request[5:-2], request[-2:-1], request[-1:]]],
-                                      "requests with bare LFs, and empty lines split across pieces")
-            server.serves_interleaved([[request[i:i + 7] for i in range(0, len(request), 7)] for _ in range(8)],
-                                      "eight clients sending 7 bytes at a time in turn")
-            for served in range(20):
-                server.still_serving(f"{served} requests in a row", report=False)
-            passed("answered 20 polite clients in a row")
-        else:
-            # The second client finishes first, and each empty line comes in two pieces.
-            server.serves_interleaved([[request[:16], request[16:-1], request[-1:]], [request[:-2], request[-2:]]],
-                                      "two clients sending their requests in pieces, in turn")
-            with clients.stalled_client(server.address):
-                server.still_serving("a client that connected, sent one line and went quiet")
-            for rude, after in [(clients.early_close_client, "a client that hung up before finishing its request"),
-                                (clients.reset_client, "a client that reset the connection")]:
-                with contextlib.suppress(OSError):
-                    rude(server.address)
-                server.still_serving(after)
-        server.returns_once_shut_down()
-    finally:
-        server.close()
 
 
 # -- serve_without_leaks -------------------------------------------------------------------------
@@ -452,3 +364,375 @@ def check_echo(echo, *, hidden=False):
         finally:
             clients.wake_and_close(server_side)
             running.finished.wait(SECONDS)
+
+
+# -- poll_timeout ------------------------------------------------------------------------------------
+
+DEADLINE_SECONDS = 0.3
+"""How long after it is accepted the check's server closes a connection that has not been answered."""
+
+LATE_SECONDS = 1.2
+"""How long after its deadline a connection may still be open: many times a loaded machine's delay, and less than a
+wrong answer's (a constant 5 s, milliseconds taken for seconds, the latest deadline taken for the earliest)."""
+
+SLOW_SECONDS = 0.5
+"""How long the check's server works on a request for ``/slow``: longer than a deadline, so one passes meanwhile."""
+
+QUIET_SECONDS = 1.3
+"""How long the hidden cases watch the server with no connection for a wake-up with nothing to do."""
+
+EARLY_SECONDS = 0.02
+"""A wake-up with no event this long before the earliest deadline had nothing to do. ``epoll.poll()`` rounds its
+timeout up to a whole millisecond and does not return before it, so a right answer never wakes early; the margin
+lets an answer rounded to the hundredth of a second pass."""
+
+SLOW_REQUEST = b"GET /slow HTTP/1.0\r\n\r\n"
+
+ANSWER = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nok\n"
+"""What the check's server answers every complete request with."""
+
+
+class _Call(NamedTuple):
+    """One call of the reader's ``poll_timeout`` by the check's server."""
+
+    now: float
+    deadlines: dict  # {fd: deadline}, as handed over
+    returned: object = None
+
+    def shown(self):
+        """The call as the reader would write it, deadlines relative to *now*: ``poll_timeout({7: now + 0.3}, now)``."""
+        deadlines = ", ".join(f"{fd}: now {'+' if at >= self.now else '-'} {abs(at - self.now):.2f}"
+                              for fd, at in self.deadlines.items())
+        return f"poll_timeout({{{deadlines}}}, now)"
+
+    def earliest(self):
+        """Seconds from *now* to the earliest deadline (negative once it has passed), or None if there is none."""
+        return min(self.deadlines.values()) - self.now if self.deadlines else None
+
+
+class _DeadlineServer:
+    """The check's own level-triggered server, which asks the reader's ``poll_timeout`` how long to wait.
+
+    Each connection it accepts gets a deadline, ``seconds`` (an attribute the
+    check sets) after it was accepted. Each turn, the loop calls
+    ``poll_timeout(deadlines, time.monotonic())`` with a copy of
+    ``{fd: deadline}``, passes what it returns to ``epoll.poll()``, closes every
+    connection whose deadline has passed, then serves what is ready: a
+    complete request is answered and its connection closed (a request for
+    ``/slow`` keeps the loop busy ``SLOW_SECONDS`` first), and ``b''`` or an
+    error closes the connection. Since only a passed deadline closes a
+    connection, none is closed early: the reader's function decides how late.
+
+    The loop stops once the listening socket is shut down, or as soon as the
+    reader's function raises or returns what ``epoll.poll()`` refuses
+    (``failure`` says which), and closes everything it opened either way. It
+    records the first time ``poll()`` woke it with nothing to do (no event, no
+    deadline passed) in ``woke_for_nothing``.
+    """
+
+    def __init__(self, poll_timeout):
+        self.poll_timeout = poll_timeout
+        self.seconds = DEADLINE_SECONDS
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=16)
+        self.address = self.listener.getsockname()
+        self.held = []  # the check's own client sockets, closed at the end whatever happens
+        self.changed = threading.Condition()  # notified at every turn of the loop
+        self.deadline_of = {}  # a client's port -> the deadline its connection got
+        self.last_call = None  # the latest _Call
+        self.calling_since = None  # when the reader's function was called, while it runs
+        self.failure = None  # (_Call, the error) that stopped the loop
+        self.woke_for_nothing = None  # (_Call, when poll() returned)
+        self.slow_done = None  # when the last request for /slow was answered
+        self.running = Running(self._serve)
+
+    # -- the loop, in its own thread
+
+    def _serve(self):
+        conversations = {}  # fd -> (socket, bytes it sent so far)
+        deadlines = {}  # fd -> when to close it
+        try:
+            with select.epoll() as epoll:
+                epoll.register(self.listener, select.EPOLLIN)
+
+                def end(fd):
+                    epoll.unregister(fd)
+                    conversations.pop(fd)[0].close()
+                    deadlines.pop(fd, None)
+
+                while self._turn(epoll, conversations, deadlines, end):
+                    with self.changed:
+                        self.changed.notify_all()
+        finally:
+            for sock, _ in conversations.values():
+                sock.close()
+            with self.changed:
+                self.changed.notify_all()
+
+    def _turn(self, epoll, conversations, deadlines, end):
+        """One turn of the loop; False once it must stop."""
+        call = _Call(time.monotonic(), dict(deadlines))
+        self.calling_since = call.now
+        try:
+            returned = self.poll_timeout(dict(deadlines), call.now)  # a copy: what it does to it stays with it
+        except Exception as error:
+            self.failure = (call, error)
+            return False
+        finally:
+            self.calling_since = None
+        self.last_call = call = call._replace(returned=returned)
+        try:
+            ready = epoll.poll(returned)
+        except (TypeError, ValueError, OverflowError) as error:  # not a number, NaN, too large
+            self.failure = (call, error)
+            return False
+        woke = time.monotonic()
+        passed_deadlines = [fd for fd, deadline in deadlines.items() if deadline <= woke]
+        earliest = min(deadlines.values(), default=None)
+        if not ready and self.woke_for_nothing is None and (earliest is None or earliest - woke > EARLY_SECONDS):
+            self.woke_for_nothing = (call, woke)
+        for fd in passed_deadlines:
+            end(fd)
+        for fd, _ in ready:
+            if fd == self.listener.fileno():
+                try:
+                    sock, (_, port) = self.listener.accept()
+                except BlockingIOError:
+                    continue
+                except OSError:  # EINVAL: the check shut the listening socket down
+                    return False
+                sock.setblocking(False)
+                epoll.register(sock, select.EPOLLIN)
+                conversations[sock.fileno()] = (sock, bytearray())
+                deadlines[sock.fileno()] = self.deadline_of[port] = time.monotonic() + self.seconds
+            elif fd in conversations:  # not closed at its deadline a moment ago
+                self._serve_one(fd, *conversations[fd], end)
+        return True
+
+    def _serve_one(self, fd, sock, received, end):
+        try:
+            piece = sock.recv(4096)
+        except BlockingIOError:  # the fd of a connection closed above, already reused
+            return
+        except OSError:
+            piece = b""
+        received += piece
+        if piece and b"\r\n\r\n" not in received and b"\n\n" not in received:
+            return
+        if piece:
+            if received.startswith(SLOW_REQUEST.split(b"\r\n")[0]):
+                time.sleep(SLOW_SECONDS)  # a request that takes work: deadlines pass meanwhile
+                self.slow_done = time.monotonic()
+            with contextlib.suppress(OSError):
+                sock.sendall(ANSWER)
+        end(fd)
+
+    # -- what the check asks
+
+    def verify(self):
+        """Raise ``CheckFailed`` if the loop stopped on the reader's function, or woke up with nothing to do."""
+        if self.failure is not None:
+            call, error = self.failure
+            if call.returned is None:
+                fail_if_not_written(self.poll_timeout, error)
+                raise CheckFailed(f"expected {call.shown()} to return a timeout; it raised {type(error).__name__}: "
+                                  f"{' '.join(str(error).split())}") from error
+            raise CheckFailed(f"expected a number of seconds, or None; {call.shown()} returned {short(call.returned)}, "
+                              f"and epoll.poll() refused it: {type(error).__name__}: {error}") from error
+        if self.woke_for_nothing is not None:
+            call, woke = self.woke_for_nothing
+            returned = _number(call.returned)
+            waited = f"epoll.poll({returned}) woke it after {woke - call.now:.2f} s with nothing to do"
+            if call.earliest() is None:
+                raise CheckFailed(f"expected the loop to sleep until the next event while no connection was open; "
+                                  f"{waited}: with no deadline, return None (wait for the next event, however long)")
+            raise CheckFailed(f"expected the loop to wake up at the earliest deadline or for an event; {waited}, "
+                              f"{call.earliest() - (woke - call.now):.2f} s before that deadline: {call.shown()} "
+                              f"returned {returned}; return the seconds until the earliest deadline")
+
+    def _fail_if_stuck(self, what):
+        since = self.calling_since
+        if since is not None and time.monotonic() - since >= SECONDS:
+            raise CheckFailed(f"expected poll_timeout to return at once; it had not after {SECONDS:g} s, and {what} "
+                              "(it is still running in the background: restart the kernel to stop it)")
+
+    def connect(self, sent=b"", seconds=DEADLINE_SECONDS):
+        """A client that sends *sent*, then nothing; returns (its socket, its deadline) once the loop accepted it."""
+        self.seconds = seconds
+        client = _connect(self.address)
+        self.held.append(client)
+        client.sendall(sent)
+        port = client.getsockname()[1]
+        with self.changed:
+            self.changed.wait_for(lambda: port in self.deadline_of or self.running.finished.is_set(), SECONDS)
+        self.seconds = DEADLINE_SECONDS
+        self.verify()
+        self._fail_if_stuck("no connection was accepted meanwhile")
+        if port not in self.deadline_of:
+            raise CheckFailed(f"expected the loop to accept a client within {SECONDS:g} s; it did not, and "
+                              f"{self.running.describe()}")
+        return client, self.deadline_of[port]
+
+    def still_serving(self, after, request=clients.REQUEST):
+        """A polite client must get a 200 answer and the connection closed after it."""
+        try:
+            reply = clients.exchange(self.address, request, timeout=ANSWER_SECONDS + SLOW_SECONDS)
+        except OSError as error:
+            self.verify()
+            self._fail_if_stuck("a polite client got no answer")
+            raise CheckFailed(f"expected an answer to a polite client {after}; it got {type(error).__name__}: "
+                              f"{error}") from None
+        self.verify()
+        if not _is_ok(reply):
+            raise CheckFailed(f"expected a 200 answer to a polite client {after}; it got {short(reply)}")
+        passed(f"answered a polite client {after}")
+
+    def asleep(self, while_, advice):
+        """The loop's thread must be found asleep in ``poll()`` while *while_*."""
+        self.running.settle()
+        used = None
+        with contextlib.suppress(OSError):  # the loop has ended: verify() says why
+            used = _spinning(self.running)
+        if used is not None:  # said before any wake-up with nothing to do: a spin is the bigger news
+            call = self.last_call
+            raise CheckFailed(f"expected the loop to sleep in epoll.poll() while {while_}; its thread never slept "
+                              f"(it used {used:.0%} of a core): {call.shown()} returned {_number(call.returned)}, "
+                              f"and epoll.poll({_number(call.returned)}) returns at once; {advice}")
+        self.verify()
+        passed(f"the loop slept in epoll.poll() while {while_}")
+
+    def quiet_until(self, until):
+        """The loop must not wake up with nothing to do before monotonic time *until* (no connection open)."""
+        with self.changed:
+            self.changed.wait_for(lambda: self.woke_for_nothing or self.failure or self.running.finished.is_set(),
+                                  max(0.0, until - time.monotonic()))
+        self.verify()
+        passed(f"the loop did not wake up for {QUIET_SECONDS:g} s while no connection was open")
+
+    def closed_in_time(self, client, deadline, description, *, busy=False):
+        """*client* must see its connection closed within ``LATE_SECONDS`` of *deadline*.
+
+        *busy*: the deadline passed while the loop worked on a slow request;
+        the time then counts from the end of that work.
+        """
+        start = max(deadline, self.slow_done or deadline) if busy else deadline
+        closed = _closed_by(client, start + LATE_SECONDS)
+        self.verify()
+        self._fail_if_stuck(f"{description} was not closed")
+        if not closed:
+            after = "the slow request was answered" if busy else "its deadline"
+            raise CheckFailed(f"expected {description} to be closed once its deadline had passed; it was still open "
+                              f"{LATE_SECONDS:g} s after {after}: {_why_late(self.last_call)}")
+        passed(f"closed {description} soon after its deadline")
+
+    def stop(self):
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # its event: EPOLLIN|EPOLLHUP; accept(): OSError, EINVAL
+        finish(self.running, f"expected the loop to stop once its listening socket was shut down; it was still "
+               f"running {SECONDS:g} s later: does poll_timeout return?")
+        self.verify()
+        if self.running.error is not None:
+            raise self.running.error  # the check's own loop failed: not the reader's doing
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.running.finished.wait(SECONDS)
+        self.listener.close()
+        for client in self.held:
+            client.close()
+
+
+def _closed_by(client, limit):
+    """Wait until monotonic time *limit* for the other end of *client* to close; return True if it did."""
+    while (left := limit - time.monotonic()) > 0:
+        client.settimeout(left)
+        try:
+            if not client.recv(4096):
+                return True
+        except TimeoutError:
+            return False
+        except OSError:  # reset: closed too
+            return True
+    return False
+
+
+def _number(value):
+    """*value* for a message: a float to the millisecond, anything else as Python shows it."""
+    return repr(round(value, 3)) if isinstance(value, float) else short(value)
+
+
+def _why_late(call):
+    """Why the loop slept past a deadline, from the last call of ``poll_timeout``, as the end of a sentence."""
+    if call is None or call.earliest() is None:
+        return "poll_timeout was never asked with that deadline"
+    returned, earliest = call.returned, call.earliest()
+    said, waits = f"{call.shown()} returned {_number(returned)}", f"epoll.poll({_number(returned)}) waits"
+    due = f"{earliest:.2f} s away" if earliest >= 0 else f"passed {-earliest:.2f} s before"
+    if returned is None or returned < 0:
+        if earliest < 0 and returned is not None:
+            return (f"{said} once that deadline had passed, and {waits} for ever (only the next event can wake "
+                    "the loop then): never return a negative number; return 0 once a deadline has passed")
+        return (f"{said} while a deadline was {due}, and {waits} for the next event only: return the seconds "
+                "until the earliest deadline")
+    latest = max(call.deadlines.values()) - call.now
+    if earliest > 0 and 500 * earliest <= returned <= 2000 * earliest:
+        return (f"{said} for a deadline {due}: that is milliseconds, and epoll.poll() takes seconds "
+                "(select.poll()'s poll() takes milliseconds)")
+    if latest > earliest + 0.1 and abs(returned - latest) < 0.05:
+        return (f"{said}, the time until the latest deadline; the earliest was {due}: wait for the earliest one "
+                "(min, not max)")
+    return (f"{said} when the earliest deadline was {due}: return the seconds until the earliest deadline, 0 if "
+            "it has passed")
+
+
+def check_poll_timeout(poll_timeout, *, hidden=False):
+    """Check ``poll_timeout(deadlines, now)``: how long a loop's ``epoll.poll()`` waits for its earliest deadline.
+
+    *deadlines* is ``{fd: a time.monotonic() deadline}``, *now* the current
+    monotonic time. The check runs a level-triggered server of its own that
+    asks ``poll_timeout`` at every turn (see ``_DeadlineServer``), with real
+    clients. The loop must sleep, not spin, while no connection is open
+    (None, or a negative number, waits for the next event); clients that send
+    nothing, or half a request, must be closed soon after their deadline,
+    also when it passed while the loop was busy (0, never a negative number,
+    once a deadline has passed: ``epoll.poll(-0.2)`` waits for ever); polite
+    clients are answered meanwhile; and the loop must never wake up with
+    nothing to do. *hidden* runs the cases graders keep hidden instead: no
+    wake-up at all for over a second with no connection, a deadline 5 s away
+    beside one 0.3 s away, and one that passes while the loop is busy beside
+    it.
+    """
+    if not callable(poll_timeout):
+        Running(poll_timeout)  # raises the harness's one sentence: pass the function itself
+    server = _DeadlineServer(poll_timeout)
+    started = time.monotonic()
+    nothing_open = "with no connection open, return None (wait for the next event)"
+    try:
+        server.asleep("no connection was open", nothing_open)
+        if hidden:
+            server.quiet_until(started + QUIET_SECONDS)
+            server.connect(seconds=5.0)  # a far deadline, which must not hide the near one
+            near, deadline = server.connect(clients.FIRST_LINE)
+            server.asleep("two connections waited for their deadlines, 5 s and 0.3 s away",
+                          "return the seconds until the earliest deadline")
+            server.closed_in_time(near, deadline, "a client that sent half a request (beside one whose deadline was "
+                                  "5 s away)")
+            idle, deadline = server.connect()
+            server.still_serving("that needed half a second of work", SLOW_REQUEST)
+            server.closed_in_time(idle, deadline, "a client that sent nothing (its deadline passed while the loop "
+                                  "was busy)", busy=True)
+            server.still_serving("while a connection waited for a deadline 5 s away")
+        else:
+            server.still_serving("first")
+            idle, idle_deadline = server.connect()
+            half, half_deadline = server.connect(clients.FIRST_LINE)
+            server.still_serving("while two clients waited for their deadlines")
+            server.closed_in_time(idle, idle_deadline, "a client that sent nothing")
+            server.closed_in_time(half, half_deadline, "a client that sent half a request")
+            idle, deadline = server.connect()
+            server.still_serving("that needed half a second of work", SLOW_REQUEST)
+            server.closed_in_time(idle, deadline, "a client that sent nothing (its deadline passed while the loop was "
+                                  "busy)", busy=True)
+        server.stop()
+    finally:
+        server.close()
