@@ -6,13 +6,14 @@ notebook executed, exactly as `make book` builds it.
 
 import html.parser
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
 
 import pytest
 
-from notebooks import ROOT
+from notebooks import CHAPTERS, ROOT
 from tools import need_tool
 
 JUPYTER_BOOK = pathlib.Path(sys.executable).parent / "jupyter-book"
@@ -37,8 +38,15 @@ def page(built_book, name):
     return (built_book / "book" / f"{name}.html").read_text()
 
 
+def pages_in_the_table_of_contents():
+    return re.findall(r"file: book/(\S+)", (ROOT / "_toc.yml").read_text())
+
+
 def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
-    for name in ["intro", "01-one-request", "02-serving-forever", "teachers-guide"]:
+    listed = pages_in_the_table_of_contents()
+    unlisted = sorted({path.stem for path in (ROOT / "book").glob("*.ipynb")} - set(listed))
+    assert not unlisted, f"notebooks in book/ that _toc.yml does not list (the build would skip them): {unlisted}"
+    for name in ["intro", *listed]:
         assert (built_book / "book" / f"{name}.html").exists(), f"no page for {name} in {built_book}"
     assert (built_book / "index.html").exists()
 
@@ -52,12 +60,32 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
                             "the polite client waited", "(in the queue)", "after the early close: ",
                             "CLOSE_WAIT", "accept() still waits", "accept() raised EINVAL",
                             "\N{HEAVY CHECK MARK}"]),
-    ("teachers-guide", ["make-response", "serve-forever", "<table"]),
+    ("03-why-blocking-hurts", ["behind a slow client", "It did not wait for the slow client", "idle clients",
+                               "waited in the listen queue", "408 Request Timeout", "is the one that spoke",
+                               "\N{HEAVY CHECK MARK}"]),
+    ("04-level-triggered", ["added by the kernel: EPOLLERR|EPOLLHUP", "The same fd came back at every poll",
+                            "CLOSE_WAIT", "ConnectionResetError", "registered for EPOLLOUT",
+                            "never cleaned: requests, responses", "a polite client: Hello, world!",
+                            "\N{HEAVY CHECK MARK}"]),
+    ("05-edge-triggered", ["BlockingIOError", "returning b''", "after the event:", "EBADF", "without EPOLLEXCLUSIVE",
+                           "\N{HEAVY CHECK MARK}"]),
+    ("06-hang-ups", ["EPOLLIN|EPOLLRDHUP", "ECONNRESET", "SO_ERROR", "lingering close: the client received",
+                     "\N{HEAVY CHECK MARK}"]),
+    ("errata", ["IndentationError", "UnicodeDecodeError", "[the defect shows]", "CLOSE_WAIT"]),
+    ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "<table"]),
 ])
 def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, outputs):
     text = page(built_book, chapter)
     missing = [output for output in outputs if output not in text]
     assert not missing, f"{chapter}.html lacks outputs the build should have produced: {missing}"
+
+
+@pytest.mark.parametrize("chapter", ["03-why-blocking-hurts", "04-level-triggered"])
+def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapter):
+    pictures = re.findall(r'<img[^>]+src="([^"]+\.png)"', page(built_book, chapter))
+    assert pictures, f"{chapter}.html shows no picture: its plot cell drew nothing"
+    missing = [src for src in pictures if not (built_book / "book" / src).resolve().is_file()]
+    assert not missing, f"{chapter}.html links pictures that were not copied into the book: {missing}"
 
 
 class _SolutionBlocks(html.parser.HTMLParser):
@@ -85,7 +113,7 @@ class _SolutionBlocks(html.parser.HTMLParser):
             self.blocks[-1]["text"] += data
 
 
-@pytest.mark.parametrize("chapter", ["01-one-request", "02-serving-forever"])
+@pytest.mark.parametrize("chapter", [path.stem for path in CHAPTERS])
 def test_solutions_stay_hidden_until_the_reader_opens_them_in_a_real_browser(built_book, chapter):
     chromium = need_tool("chromium")
     with tempfile.TemporaryDirectory(prefix="epollbook-chromium-") as profile:
