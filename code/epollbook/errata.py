@@ -614,7 +614,7 @@ def _burst_while_busy(subject, clients=100):
     backlog = "" if backlog is None else f" (its listen backlog: {backlog})"
     if dropped:
         return True, (f"while {subject} was busy for 0.2 s, {clients} clients connected{backlog}: the kernel "
-                      f"dropped the connection requests of {dropped}, sent again after 1 s, then 3 s, 7 s")
+                      f"dropped the connection requests of {dropped}, which wait for their kernels' retry")
     return False, (f"while {subject} was busy for 0.2 s, {clients} clients connected{backlog}: all of them "
                    f"waited in its queue, none was dropped")
 
@@ -850,7 +850,8 @@ DEFECTS = (
               "the client's kernel retries after 1 s, then 3 s, 7 s... A server busy for a moment makes clients "
               "wait seconds.",
         faithful=("example3", "example4"), corrected=("level", "edge"),
-        fixed_in="the corrected servers listen with a backlog of 128; chapter 7 measures the backlog",
+        fixed_in="the corrected servers listen with a backlog made for bursts (ss shows it above); chapter 7 "
+                 "measures what the backlog does",
         experiment=_burst_while_busy,
     ),
     Defect(
