@@ -56,6 +56,7 @@ from collections.abc import Callable
 
 from epollbook import catalog
 from epollbook.clients import (
+    FIRST_LINE,
     REQUEST,
     NoEndOfAnswer,
     connected_pair,
@@ -63,9 +64,9 @@ from epollbook.clients import (
     exchange,
     half_close_client,
     http_get,
+    idle_clients,
     in_background,
     non_utf8_request,
-    oversized_client,
     read_until_closed,
     reset,
     reset_client,
@@ -472,20 +473,28 @@ def _endless_request(subject, most=512 * 1024):
     return False, f"{subject} {how} after {sent.sent:,} bytes of a request that never ends; it grew by {grew:.1f} MiB"
 
 
-def _held_after_close(subject, size=512 * 1024):
-    with serve(subject) as server:
+def _held_after_close(subject, clients=64, size=7000):
+    head = FIRST_LINE + b"X-Filler: " + b"x" * size + b"\r\n"  # a request's head, all but its blank line
+    # All open at once, so that each has a file descriptor number of its own. The backlog is no matter here:
+    # 128 for every server, so that no connection waits for a retry (the backlog defect, below).
+    with serve(subject, backlog=128) as server:
         http_get(server)  # the first request warms up what every request uses
         before, sockets = _memory_kib(server.pid), _sockets(server.pid)
-        answer = oversized_client(server, size)
+        answers = set()
+        with idle_clients(server, clients, sent=head) as socks:
+            for sock in socks:
+                sock.sendall(b"\r\n")
+                answers.add(_first_line(read_until_closed(sock)) or "no answer")
         _until(lambda: _sockets(server.pid) <= sockets, 1.0)
-        held = (_memory_kib(server.pid) - before) / 1024
+        held = _memory_kib(server.pid) - before
         died = _death(server, within=0.0)
-    done = f"{subject} {_answered(answer)} to a {size // 1024} KiB request and closed the connection"
     if died:
-        return True, f"{subject} died on a {size // 1024} KiB request: {died}"
-    if held >= size / 2 / 1024 / 1024:
-        return True, f"{done}; it still holds {held:.2f} MiB more than before"
-    return False, f"{done}; it holds {held:.2f} MiB more than before"
+        return True, f"{subject} died on {clients} requests of {size // 1000} kB: {died}"
+    done = (f"{subject} answered {clients} requests of {size // 1000} kB each, all open at once "
+            f"({', '.join(sorted(answers))}), and closed them")
+    if held >= clients * size / 1024 / 2:
+        return True, f"{done}; it still holds {held:,} KiB more than before"
+    return False, f"{done}; it holds {held:,} KiB more than before"
 
 
 # -- what the article says about the kernel ---------------------------------------------------------
