@@ -11,8 +11,18 @@ import time
 import nbformat
 import pytest
 
-from epollbook import catalog
-from epollbook.errata import ARTICLE, DEFECTS, OUR_COPIES_SAY, _ends, _parse_ss, article_example5, defect
+from epollbook import catalog, errata
+from epollbook.errata import (
+    ARTICLE,
+    DEFECTS,
+    OUR_COPIES_SAY,
+    Outcome,
+    _ends,
+    _parse_ss,
+    article_example5,
+    defect,
+    summary,
+)
 from epollbook.probes import tcp_sockets
 from notebooks import BOOK
 
@@ -94,6 +104,18 @@ def test_the_notebook_has_a_section_for_every_defect():
     not_run = [found.name for found in DEFECTS if f'show("{found.name}"' not in code]
     assert not missing, f"the errata notebook has no section titled {missing}"
     assert not not_run, f"the errata notebook never runs show() for {not_run}"
+
+
+@pytest.mark.quick
+def test_the_summary_has_a_row_for_each_defect_shown_in_the_errata_order(monkeypatch):
+    monkeypatch.setattr(errata, "_seen", {
+        "oneshot": [Outcome(ARTICLE, True, "reported once, then disarmed")],
+        "decode": [Outcome("example3", True, "died"), Outcome("level", False, "answered")],
+    })
+    rows = summary().splitlines()[2:]
+    assert len(rows) == 2, f"expected a row for each of the two defects shown, got {rows}"
+    assert rows[0].startswith(f"| {defect('decode').title} | example3: shows it | level: does not |"), rows[0]
+    assert f"| the article's text: shows it | {defect('oneshot').fixed_in} |" in rows[1], rows[1]
 
 
 # -- the kernel's list of connections, asked through ss ------------------------------------------------
