@@ -235,6 +235,10 @@ def _first_line(answer):
     return answer.split(b"\r\n", 1)[0].decode("latin-1") if answer else ""
 
 
+def _times(count):
+    return {0: "not at all", 1: "once", 2: "twice"}.get(count, f"{count} times")
+
+
 def _answered(answer):
     return f"answered {_first_line(answer)!r}" if answer else "closed the connection without an answer"
 
@@ -267,9 +271,9 @@ def _compiles(subject):
         try:
             compile(article_example5(), "example5 as published", "exec")
         except SyntaxError as error:  # IndentationError is one
-            return True, (f"the article's listing of example 5 does not compile: {type(error).__name__}: "
-                          f"{error.msg} (line {error.lineno})")
-        return False, "the article's listing of example 5 compiles"
+            return True, (f"its listing of example 5 does not compile: {type(error).__name__}: {error.msg}, "
+                          f"at {(error.text or '').strip()!r}")
+        return False, "its listing of example 5 compiles"
     compile(catalog.source_path(subject).read_text(), subject, "exec")
     with serve(subject) as server:
         reply = http_get(server)
@@ -559,11 +563,11 @@ def _one_shot(subject):
     finally:
         epoll.close()
     removed = not still_listed and "succeeded" in registered_again
-    listed = (f"still in the interest list (armed for {epoll_event_names(still_listed[0].events)})"
+    listed = (f"still in the interest list, its mask down to {epoll_event_names(still_listed[0].events)}"
               if still_listed else "gone from the interest list")
-    said = (f"with EPOLLONESHOT the socket was reported {len(first)} time(s), then {len(second)} time(s) with new "
+    said = (f"with EPOLLONESHOT the socket was reported {_times(len(first))}, then {_times(len(second))} with new "
             f"bytes waiting; it was {listed}, {registered_again}, and modify() re-armed it: reported "
-            f"{len(rearmed)} time(s)")
+            f"{_times(len(rearmed))}")
     return (not removed and not second and bool(rearmed)), said
 
 
@@ -623,7 +627,7 @@ def _burst_while_busy(subject, clients=100):
     backlog = "" if backlog is None else f" (its listen backlog: {backlog})"
     if dropped:
         return True, (f"while {subject} was busy for 0.2 s, {clients} clients connected{backlog}: the kernel "
-                      f"dropped the connection requests of {dropped}, which wait for their kernels' retry")
+                      f"dropped the connection requests of {dropped}, which must wait for their kernels to ask again")
     return False, (f"while {subject} was busy for 0.2 s, {clients} clients connected{backlog}: all of them "
                    f"waited in its queue, none was dropped")
 
