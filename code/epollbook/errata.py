@@ -110,8 +110,9 @@ class Defect:
     """One defect of the article.
 
     ``where`` names the example and the lines of the article's listing;
-    ``quoted`` is the article's code (or its Chinese explanation) and
-    ``rendering`` an English rendering of a Chinese quote ('' for code);
+    ``quoted`` is the article's code or, where its explanation is what is
+    wrong, its Chinese text; ``rendering`` is the article's own words on the
+    matter in English ('' if it says nothing);
     ``wrong`` says what goes wrong. ``faithful`` are the subjects that have
     the defect, ``corrected`` the servers that fix it (none, for a claim about
     the kernel); ``fixed_in`` says where the book fixes it, in words.
@@ -486,6 +487,7 @@ def _held_after_close(subject, clients=64, size=7000):
         before, sockets = _memory_kib(server.pid), _sockets(server.pid)
         answers = set()
         with idle_clients(server, clients, sent=head) as socks:
+            _until(lambda: _sockets(server.pid) >= sockets + clients, 2.0)  # each accepted: a number of its own
             for sock in socks:
                 sock.sendall(b"\r\n")
                 answers.add(_first_line(read_until_closed(sock)) or "no answer")
@@ -749,7 +751,7 @@ DEFECTS = (
               "socket.error`, which guards the `send()` above but not this line.",
         faithful=("example3", "example4", "example5", "example6"),
         corrected=("level", "edge"),
-        fixed_in="chapters 4-5: the corrected servers close the connection without a shutdown() that can fail",
+        fixed_in="chapters 4-5: the corrected servers' shutdown(SHUT_WR) expects ENOTCONN, and just closes then",
         experiment=_shutdown_after_reset,
     ),
     Defect(
@@ -848,7 +850,7 @@ DEFECTS = (
         wrong="The explanation is right, and that is the problem: a demonstration server that anyone on the "
               "network can reach, and crash (see above). Our copies listen on 127.0.0.1 unless asked "
               "(`command_line.py`); here example 3 runs at the article's address for one request.",
-        faithful=("example3",), corrected=("level",),
+        faithful=FAITHFUL_EXAMPLES, corrected=("level", "edge", "threaded"),
         fixed_in="every server of the book: `--host`, default 127.0.0.1 (examples/command_line.py)",
         experiment=_every_interface,
     ),
@@ -860,9 +862,9 @@ DEFECTS = (
         rendering="On a production server ... a value of 1 is usually not enough.",
         wrong="The article says it itself, after the examples: a backlog of 1 is not enough. Linux queues "
               "backlog + 1 completed connections; when the queue is full it drops new connection requests, and "
-              "the client's kernel retries after 1 s, then 3 s, 7 s... A server busy for a moment makes clients "
-              "wait seconds.",
-        faithful=("example3", "example4"), corrected=("level", "edge"),
+              "the client's kernel asks again only after a timeout (a second at first, then doubling). A server "
+              "busy for a moment makes clients wait seconds.",
+        faithful=FAITHFUL_EXAMPLES, corrected=("level", "edge"),
         fixed_in="the corrected servers listen with a backlog made for bursts (ss shows it above); chapter 7 "
                  "measures what the backlog does",
         experiment=_burst_while_busy,
@@ -876,7 +878,7 @@ DEFECTS = (
         wrong="Nothing happens on the timeout: the loop polls again. An idle server wakes once a second for "
               "nothing (keeping a laptop's CPU from its deep sleep). Ctrl-C does not need it: since Python 3.5 "
               "a signal interrupts `epoll.poll()` and raises `KeyboardInterrupt` at once.",
-        faithful=("example3", "example4"), corrected=("level", "edge"),
+        faithful=("example3", "example4", "example5", "example6"), corrected=("level", "edge"),
         fixed_in="chapters 4-5: the corrected servers wait without a timeout unless a deadline is due",
         experiment=_poll_timeout,
     ),
@@ -891,8 +893,8 @@ DEFECTS = (
               "the terminal obeys (clear the screen, set the window title, move the cursor). And a print per "
               "request costs a write per request; when nobody reads the output (a full pipe), the whole server "
               "stops.",
-        faithful=("example3",), corrected=("level",),
-        fixed_in="chapter 4: the level server prints nothing a client sent",
+        faithful=FAITHFUL_EXAMPLES, corrected=("level", "edge", "threaded"),
+        fixed_in="chapters 3-5: the corrected servers print nothing a client sent",
         experiment=_prints_requests,
     ),
 )
