@@ -333,21 +333,13 @@ def test_ab_with_100_concurrent_clients_has_no_failed_request(name):
         assert_alive(server)
 
 
-def wrk(server, connections=100, seconds=2):
-    """Run ``wrk -t 2 -c CONNECTIONS -d SECONDS`` on *server*; return (requests, socket errors, its report)."""
-    command = [need_tool("wrk"), "-t", "2", "-c", str(connections), "-d", f"{seconds}s", server.url]
-    report = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30).stdout
-    requests = int(re.search(r"(\d+) requests in", report)[1])
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
-    return requests, sum(map(int, errors.groups())) if errors else 0, report
-
-
 @pytest.mark.parametrize("name", ALL_SERVERS)
 def test_wrk_with_100_connections_has_no_socket_error(name):
+    need_tool("wrk")
     with serve(name) as server:
-        requests, errors, report = wrk(server)
-        assert requests > 0 and errors == 0, f"wrk -c 100 -d 2s against {name}:\n{report}"
-        assert "Non-2xx" not in report, f"wrk got answers other than 200 from {name}:\n{report}"
+        result = clients.wrk(server, connections=100, seconds=2)
+        assert result.requests > 0 and result.socket_errors == 0, f"wrk -c 100 -d 2s against {name}:\n{result.report}"
+        assert result.non_2xx == 0, f"wrk got answers other than 200 from {name}:\n{result.report}"
         assert_alive(server)
 
 

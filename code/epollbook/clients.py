@@ -3,8 +3,8 @@
 Every function takes a *target*: a ``Server`` from ``epollbook.launch``, a URL
 such as ``"http://127.0.0.1:8080/"``, or a ``(host, port)`` pair.
 
-Polite: ``http_get`` (Python's ``http.client``), ``curl`` and ``ab`` (the real
-programs, when installed), ``exchange`` (raw bytes in, raw bytes out).
+Polite: ``http_get`` (Python's ``http.client``), ``curl``, ``ab`` and ``wrk``
+(the real programs, when installed), ``exchange`` (raw bytes in, raw bytes out).
 
 Rude, as real clients are: ``stalled_client`` (sends part of a request, then
 nothing), ``early_close_client`` (sends part of a request, then hangs up),
@@ -13,7 +13,9 @@ nothing), ``early_close_client`` (sends part of a request, then hangs up),
 ``half_close_client`` (sends a request, half-closes, still reads the answer),
 ``non_utf8_request`` (valid HTTP whose bytes are not UTF-8), ``oversized_client``
 (a head of any size), ``idle_clients`` (many connections that say nothing: a
-slow-loris), ``pipelined_client`` (several requests in one go).
+slow-loris), ``pipelined_client`` (several requests in one go),
+``reset_as_answered`` (clients that reset as the answer arrives, on the
+server's own CPU).
 
 For code that plays the server's side itself (the exercise checks):
 ``connected_pair`` (both ends of a real TCP connection), ``peek`` (has the
@@ -24,6 +26,7 @@ with an RST).
 import contextlib
 import dataclasses
 import http.client
+import os
 import re
 import select
 import shutil
@@ -149,6 +152,21 @@ class LoadResult:
                 f"({self.requests_per_second:,.0f} requests per second)")
 
 
+@dataclasses.dataclass
+class WrkResult:
+    """What wrk reported after a run."""
+
+    requests: int
+    socket_errors: int  # connect, read, write and timeout errors, together
+    non_2xx: int        # answers that were not 2xx or 3xx
+    requests_per_second: float
+    report: str
+
+    def __str__(self):
+        return (f"{self.requests:,} requests, {self.socket_errors} socket errors, {self.non_2xx} not 2xx "
+                f"({self.requests_per_second:,.0f} requests per second)")
+
+
 def ab(target, requests=100, concurrency=1, timeout=30.0):
     """Load *target* with ApacheBench (``ab -n requests -c concurrency``); return a ``LoadResult``.
 
@@ -170,6 +188,28 @@ def ab(target, requests=100, concurrency=1, timeout=30.0):
 
     return LoadResult(int(field("Complete requests")), int(field("Failed requests")),
                       field("Requests per second"), field("Time taken for tests"), report)
+
+
+def wrk(target, connections=100, seconds=2, threads=2, cpu=None):
+    """Load *target* with wrk (``wrk -t threads -c connections -d seconds``); return a ``WrkResult``.
+
+    With *cpu* (a CPU number), wrk runs on that CPU only. Raises
+    ``ToolMissing`` if wrk is not installed, ``RuntimeError`` if it fails.
+    """
+    command = [require_tool("wrk"), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", url_of(target)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
+        if cpu is not None:
+            with contextlib.suppress(ProcessLookupError):  # it failed at once: its report says why
+                os.sched_setaffinity(running.pid, {cpu})
+        report, errors = running.communicate(timeout=seconds + 30)
+    summary = re.search(r"(\d+) requests in", report)
+    if running.returncode != 0 or summary is None:
+        raise RuntimeError(f"wrk failed (exit {running.returncode}): {errors.strip() or report.strip()}")
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", report)
+    per_second = re.search(r"Requests/sec:\s+([\d.]+)", report)
+    return WrkResult(int(summary[1]), sum(map(int, socket_errors.groups())) if socket_errors else 0,
+                     int(non_2xx[1]) if non_2xx else 0, float(per_second[1]) if per_second else 0.0, report)
 
 
 def exchange(target, request=REQUEST, *, timeout=5.0, piece_size=None, pause=0.0):
@@ -522,3 +562,42 @@ def pipelined_client(target, count=2, request=REQUEST, timeout=5.0):
         with contextlib.suppress(ConnectionResetError, BrokenPipeError):  # reset mid-send: read what came
             sock.sendall(request * count)
         return read_until_closed(sock)
+
+
+def reset_as_answered(server, attempts=100):
+    """Clients that send a request and reset the connection as the answer's first byte arrives, one after another.
+
+    A server that calls ``shutdown()`` after its ``send()`` (example 3 does)
+    gets ENOTCONN if the reset lands between the two. That window is short, so
+    the clients run in a thread pinned to one CPU, with the *server* (a
+    ``launch.Server``) pinned to the same CPU and given the lowest priority: a
+    client woken by the answer then runs before the server gets on. Returns how
+    many clients it took for the server to exit, or None if it served all
+    *attempts* and still runs (pinned and at the lowest priority from then on).
+    """
+    cpu = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(server.pid, {cpu})
+    os.setpriority(os.PRIO_PROCESS, server.pid, 19)
+
+    def exited(within):
+        try:
+            server.wait(within)
+        except TimeoutError:
+            return False
+        return True
+
+    def clients():
+        os.sched_setaffinity(0, {cpu})  # this thread only
+        for attempt in range(1, attempts + 1):
+            try:
+                with stalled_client(server, sent=REQUEST) as sock:
+                    sock.recv(1)  # the answer has begun to arrive
+                    reset(sock)
+            except OSError:  # refused, or reset: by a server dying with the connection open
+                if exited(within=1.0):
+                    return attempt
+            if exited(within=0.0):
+                return attempt
+        return None
+
+    return in_background(clients).result(timeout=60.0)

@@ -69,6 +69,7 @@ from epollbook.clients import (
     non_utf8_request,
     read_until_closed,
     reset,
+    reset_as_answered,
     reset_client,
     stalled_client,
     start_request,
@@ -356,43 +357,9 @@ def _reset_mid_request(subject):
     return False, f"a client reset its connection mid-request; {subject} went on (the next request: {said})"
 
 
-def _reset_as_answered(server, attempts):
-    """Clients that send a request and reset the connection as the answer's first byte arrives.
-
-    Runs in a thread of its own pinned to one CPU, with the server pinned to
-    the same CPU, so that a client woken by the answer runs before the server
-    gets from its send() to its shutdown(). Returns how many clients it took
-    for the server to die, or None if it survived *attempts* of them.
-    """
-    cpu = min(os.sched_getaffinity(0))
-    before = os.sched_getaffinity(server.pid)
-    os.sched_setaffinity(server.pid, {cpu})
-
-    def clients():
-        os.sched_setaffinity(0, {cpu})  # this thread only
-        for attempt in range(1, attempts + 1):
-            try:
-                with stalled_client(server, sent=REQUEST) as sock:
-                    sock.recv(1)  # the answer has begun to arrive
-                    reset(sock)
-            except OSError:  # refused, or reset: by a server dying with the connection open
-                if _death(server, within=1.0):
-                    return attempt
-            if _death(server, within=0.0):
-                return attempt
-        return None
-
-    try:
-        return in_background(clients).result(timeout=30.0)
-    finally:
-        if server.running:
-            with contextlib.suppress(ProcessLookupError):
-                os.sched_setaffinity(server.pid, before)
-
-
 def _shutdown_after_reset(subject, attempts=3000):
     with serve(subject) as server:
-        took = _reset_as_answered(server, attempts)
+        took = reset_as_answered(server, attempts)
         died = _death(server, within=0.5)
     if died:
         return True, (f"{subject} died after {took} clients reset their connection as the answer arrived: {died}")
