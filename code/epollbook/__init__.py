@@ -2,14 +2,21 @@
 
 One module per job, so that a notebook cell reads like a sentence:
 
-- ``catalog``   — every server the book can run, by name;
+- ``catalog``   — every server the book can run, by name: the article's six examples
+                  (``examples``) and the corrected servers (``servers``);
 - ``launch``    — start a server in the background, talk to it, stop it for sure
                   (with ``output``, its bounded capture, and ``lifeline``, the pipe it dies by);
-- ``clients``   — the only network layer: real tools (curl, ab), polite and rude
+- ``clients``   — the only network layer: real tools (curl, ab, wrk), polite and rude
                   clients, and what a check needs to play the server;
 - ``probes``    — what the kernel sees: where a process or thread waits, CPU time,
-                  context switches, open fds, TCP sockets and the listen queue;
+                  context switches, open fds, TCP sockets, the listen queue, and
+                  epoll interest lists with their event masks by name;
 - ``show``      — the servers' source code, numbered, for the chapters;
+- ``trace``     — a server's own epoll events, recorded without touching its code,
+                  and ``plots``, which draws them (and the chapters' other pictures);
+- ``edges``, ``hangups`` — the experiments of chapters 5 and 6 (edge-triggered
+                  epoll; how each way a connection ends shows at the server);
+- ``errata``    — the article's defects, each with the experiment that shows it;
 - ``checks``    — the checks behind the exercises, one module per chapter;
 - ``exercises`` — the chapters' exercises as their notebooks hold them;
 - ``classroom`` — the teacher's tools: the student version and the autograder.
