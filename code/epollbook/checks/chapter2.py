@@ -12,11 +12,10 @@ from epollbook.checks.harness import (
     SECONDS,
     CheckFailed,
     Running,
+    ServerUnderCheck,
     ThreadWatcher,
-    fail_if_not_written,
     finish,
     no_file_descriptors_left,
-    open_listener,
     passed,
     short,
 )
@@ -109,26 +108,11 @@ inherit it) and the client a small send buffer, so a server that stops at
 """
 
 
-class _ServerUnderCheck:
-    """The reader's ``serve_forever`` in a thread on the check's listening socket, and what clients see of it."""
+class _ServerUnderCheck(ServerUnderCheck):
+    """The reader's ``serve_forever`` on the check's listening socket, with the clients its check sends."""
 
     def __init__(self, serve_forever):
-        self.listener = open_listener()
-        self.address = self.listener.getsockname()
-        try:
-            self.running = Running(serve_forever, self.listener)
-        except CheckFailed:  # not a function: nothing runs, and nothing may stay open
-            self.listener.close()
-            raise
-
-    def fail_if_ended(self, after):
-        """Raise ``CheckFailed`` if ``serve_forever`` has returned or raised (after *after*)."""
-        running = self.running
-        if running.finished.is_set():
-            if running.error is not None:
-                fail_if_not_written(running.function, running.error)
-            raise CheckFailed(f"expected serve_forever to go on serving after {after}; {running.describe()}"
-                              ) from running.error
+        super().__init__("serve_forever", serve_forever)
 
     def still_serving(self, after, report=True):
         """A polite client must get a 200 answer, and the connection closed after it."""
@@ -224,34 +208,6 @@ class _ServerUnderCheck:
             client.close()
         self.still_serving("accept() failed with EMFILE ('Too many open files') for a while")
 
-    def returns_once_shut_down(self):
-        with contextlib.suppress(OSError):  # closed already, by the reader's code
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(), which raises OSError (EINVAL); close() would not
-        if not self.running.finished.wait(SECONDS):
-            raise CheckFailed(f"expected serve_forever to return once its listening socket was shut down; it was still "
-                              f"running {SECONDS:g} s later: when accept() raises OSError with errno EINVAL, return")
-        if self.running.error is not None:
-            raise CheckFailed(f"expected serve_forever to return once its listening socket was shut down; "
-                              f"{self.running.describe()}") from self.running.error
-        passed("serve_forever returned once its listening socket was shut down")
-
-    def closed_every_connection(self):
-        """Every connection the server accepted must be closed by now: its clients are all gone."""
-        accepted = self.listener.accepted
-        still_open = [connection for connection in accepted if connection.fileno() != -1]
-        if still_open:
-            raise CheckFailed(f"expected every connection to be closed once its client was served or dropped; "
-                              f"{len(still_open)} of the {len(accepted)} it accepted are still open: close each one "
-                              "however its client ends (a `with connection:` block does)")
-        passed(f"closed every one of the {len(accepted)} connections it accepted")
-
-    def close(self):
-        """Close the listening socket and every connection it accepted, whatever the reader's code kept open."""
-        clients.wake_and_close(self.listener)
-        self.running.finished.wait(SECONDS)
-        for connection in self.listener.accepted:
-            clients.wake_and_close(connection)
-
 
 def check_serve_forever(serve_forever, *, hidden=False):
     """Check ``serve_forever(serversocket)``: a blocking server that no client can stop or stall.
@@ -298,6 +254,7 @@ def check_serve_forever(serve_forever, *, hidden=False):
             server.cuts_off_a_request_without_end()
             server.survives_running_out_of_file_descriptors()
         server.returns_once_shut_down()
-        server.closed_every_connection()
+        server.closed_every_connection(
+            "close each one however its client ends (a `with connection:` block does)")
     finally:
         server.close()

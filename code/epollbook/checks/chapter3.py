@@ -23,9 +23,8 @@ from epollbook.checks.harness import (
     SECONDS,
     CheckFailed,
     Running,
-    fail_if_not_written,
+    ServerUnderCheck,
     finish,
-    open_listener,
     passed,
     short,
 )
@@ -155,27 +154,8 @@ def check_receive_request_by(receive_request_by, *, hidden=False):
 # -- thread-per-connection servers ----------------------------------------------------
 
 
-class _ThreadedServerUnderCheck:
-    """The reader's server in a thread on the check's listening socket, and what clients see of it."""
-
-    def __init__(self, name, function, *arguments):
-        self.name = name
-        self.listener = open_listener()
-        self.address = self.listener.getsockname()
-        try:
-            self.running = Running(function, self.listener, *arguments)
-        except CheckFailed:  # not a function: nothing runs, and nothing may stay open
-            self.listener.close()
-            raise
-        self.clients = []  # the check's own client sockets, closed at the end whatever happens
-
-    def fail_if_ended(self, after):
-        running = self.running
-        if running.finished.is_set():
-            if running.error is not None:
-                fail_if_not_written(running.function, running.error)
-            raise CheckFailed(f"expected {self.name} to go on serving after {after}; {running.describe()}"
-                              ) from running.error
+class _ThreadedServerUnderCheck(ServerUnderCheck):
+    """The reader's thread-per-connection server on the check's listening socket, and the clients its checks send."""
 
     def connect(self, sent):
         """A client that connects and sends *sent*, then waits; the server's threads settle on it."""
@@ -214,39 +194,11 @@ class _ThreadedServerUnderCheck:
             raise CheckFailed(f"expected {code} to a client {after}; it got {short(status)}" + (f": {why}" if why
                                                                                                 else ""))
 
-    def open_connections(self):
-        return [connection for connection in self.listener.accepted if connection.fileno() != -1]
-
     def returns_once_shut_down(self):
         """Close every client, shut the listener down: the reader's function must return, every connection closed."""
-        for client in self.clients:
-            client.close()
-        self.running.settle()  # each connection's thread has seen its client go, and has ended or waits
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(), which raises OSError (EINVAL)
-        if not self.running.finished.wait(SECONDS):
-            raise CheckFailed(f"expected {self.name} to return once its listening socket was shut down; it was still "
-                              f"running {SECONDS:g} s later: when accept() raises OSError with errno EINVAL, return")
-        if self.running.error is not None:
-            raise CheckFailed(f"expected {self.name} to return once its listening socket was shut down; "
-                              f"{self.running.describe()}") from self.running.error
-        passed(f"{self.name} returned once its listening socket was shut down")
-        self.running.settle()
-        accepted, still_open = self.listener.accepted, self.open_connections()
-        if still_open:
-            raise CheckFailed(f"expected every connection to be closed once its client was served or gone; "
-                              f"{len(still_open)} of the {len(accepted)} it accepted are still open: close each one "
-                              "in its thread however its client ends (a `with connection:` block does)")
-        passed(f"closed every one of the {len(accepted)} connections it accepted")
-
-    def close(self):
-        """Close everything the check opened and everything the reader's code accepted, whatever it kept open."""
-        for client in self.clients:
-            client.close()
-        clients.wake_and_close(self.listener)
-        self.running.finished.wait(SECONDS)
-        for connection in self.listener.accepted:
-            clients.wake_and_close(connection)
+        super().returns_once_shut_down()
+        self.closed_every_connection("close each one in its thread however its client ends (a `with connection:` "
+                                     "block does)")
 
 
 def status_of(reply):

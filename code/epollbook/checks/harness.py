@@ -304,6 +304,73 @@ def open_listener(backlog=16):
     return listener
 
 
+class ServerUnderCheck:
+    """The reader's server *function* running in a thread on an ``open_listener()``, and what clients see of it.
+
+    *name* is the function's name in the exercise, for messages; *arguments*
+    follow the listening socket in the call. Chapters subclass it with the
+    clients their exercise needs. ``clients`` holds the check's own client
+    sockets, closed by ``close()`` whatever happens.
+    """
+
+    def __init__(self, name, function, *arguments):
+        self.name = name
+        self.listener = open_listener()
+        self.address = self.listener.getsockname()
+        try:
+            self.running = Running(function, self.listener, *arguments)
+        except CheckFailed:  # not a function: nothing runs, and nothing may stay open
+            self.listener.close()
+            raise
+        self.clients = []
+
+    def fail_if_ended(self, after):
+        """Raise ``CheckFailed`` if the server has returned or raised (after *after*)."""
+        running = self.running
+        if running.finished.is_set():
+            if running.error is not None:
+                fail_if_not_written(running.function, running.error)
+            raise CheckFailed(f"expected {self.name} to go on serving after {after}; {running.describe()}"
+                              ) from running.error
+
+    def open_connections(self):
+        """The connections the server accepted that are still open."""
+        return [connection for connection in self.listener.accepted if connection.fileno() != -1]
+
+    def returns_once_shut_down(self):
+        """Close every client, shut the listener down: the reader's function must return."""
+        for client in self.clients:
+            client.close()
+        self.running.settle()  # each connection's handler has seen its client go
+        with contextlib.suppress(OSError):  # closed already, by the reader's code
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes accept(), which raises OSError (EINVAL); close() would not
+        if not self.running.finished.wait(SECONDS):
+            raise CheckFailed(f"expected {self.name} to return once its listening socket was shut down; it was still "
+                              f"running {SECONDS:g} s later: when accept() raises OSError with errno EINVAL, return")
+        if self.running.error is not None:
+            raise CheckFailed(f"expected {self.name} to return once its listening socket was shut down; "
+                              f"{self.running.describe()}") from self.running.error
+        passed(f"{self.name} returned once its listening socket was shut down")
+
+    def closed_every_connection(self, how):
+        """Every connection the server accepted must be closed by now; *how* ends the message if not."""
+        self.running.settle()
+        accepted, still_open = self.listener.accepted, self.open_connections()
+        if still_open:
+            raise CheckFailed(f"expected every connection to be closed once its client was served or gone; "
+                              f"{len(still_open)} of the {len(accepted)} it accepted are still open: {how}")
+        passed(f"closed every one of the {len(accepted)} connections it accepted")
+
+    def close(self):
+        """Close everything the check opened and everything the reader's code accepted, whatever it kept open."""
+        for client in self.clients:
+            client.close()
+        clients.wake_and_close(self.listener)
+        self.running.finished.wait(SECONDS)
+        for connection in self.listener.accepted:
+            clients.wake_and_close(connection)
+
+
 # -- a shortage of file descriptors -----------------------------------------------
 
 
