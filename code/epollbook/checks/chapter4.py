@@ -29,6 +29,7 @@ from epollbook.checks.harness import (
     SECONDS,
     CheckFailed,
     Running,
+    ServerUnderCheck,
     ThreadWatcher,
     fail_if_not_written,
     finish,
@@ -97,34 +98,20 @@ def _sockets_open():
             {fd for fd, what in fds.items() if what == "anon_inode:[eventpoll]"})
 
 
-class _ServerUnderCheck:
-    """The reader's server in a thread on the check's listening socket, and what clients see of it."""
+class _ServerUnderCheck(ServerUnderCheck):
+    """The reader's level-triggered server on the check's listening socket, and what clients see of it."""
 
     def __init__(self, function):
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.address = self.listener.getsockname()
+        listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.open_before = _sockets_open()  # before the reader's code can open anything
+        super().__init__(getattr(function, "__name__", "your server"), function, listener=listener)
         self.port = self.address[1]
-        self.held = []  # the check's own client sockets, closed at the end whatever happens
-        self.open_before = _sockets_open()
-        try:
-            self.running = Running(function, self.listener)
-        except CheckFailed:  # not a function
-            self.listener.close()
-            raise
-        self.name = getattr(function, "__name__", "your server")
+        self.held = self.clients
 
     def connect(self):
         client = _connect(self.address)
         self.held.append(client)
         return client
-
-    def fail_if_ended(self, after):
-        running = self.running
-        if running.finished.is_set():
-            if running.error is not None:
-                fail_if_not_written(running.function, running.error)
-            raise CheckFailed(f"expected {self.name} to go on serving after {after}; {running.describe()}"
-                              ) from running.error
 
     def still_serving(self, after, report=True):
         """A polite client must get a 200 answer and the connection closed after it."""

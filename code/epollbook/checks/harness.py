@@ -308,14 +308,15 @@ class ServerUnderCheck:
     """The reader's server *function* running in a thread on an ``open_listener()``, and what clients see of it.
 
     *name* is the function's name in the exercise, for messages; *arguments*
-    follow the listening socket in the call. Chapters subclass it with the
-    clients their exercise needs. ``clients`` holds the check's own client
-    sockets, closed by ``close()`` whatever happens.
+    follow the listening socket in the call, which is *listener* if given.
+    Chapters subclass it with the clients their exercise needs. ``clients``
+    holds the check's own client sockets, closed by ``close()`` whatever
+    happens.
     """
 
-    def __init__(self, name, function, *arguments):
+    def __init__(self, name, function, *arguments, listener=None):
         self.name = name
-        self.listener = open_listener()
+        self.listener = open_listener() if listener is None else listener
         self.address = self.listener.getsockname()
         try:
             self.running = Running(function, self.listener, *arguments)
