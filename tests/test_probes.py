@@ -384,6 +384,7 @@ def test_process_state_of_self_names_this_process():
 
 def test_the_interest_list_of_a_server_shows_its_listener_with_the_bits_the_kernel_adds():
     with serve("example3") as server:
+        wait_until_blocked(server.pid)  # it announces its address before it makes its epoll object
         (listener,) = epoll_interest_list(server.pid)
         assert listener.events == select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP, str(listener)
         with socket.create_connection(server.address) as client:
