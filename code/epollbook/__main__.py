@@ -53,10 +53,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m epollbook", description="Run the book's servers.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("list", help="name every server, with a one-line description").set_defaults(run=_list)
-    serve = commands.add_parser("serve", help="run one server in the foreground (Ctrl-C stops it)")
+    serve = commands.add_parser(
+        "serve", help="run one server in the foreground (Ctrl-C stops it)",
+        epilog="The corrected servers take options of their own after NAME (timeouts, limits): "
+               "`python -m epollbook.servers.level --help` lists level's.")
     serve.add_argument("name", choices=list(catalog.SERVERS), metavar="NAME",
                        help="a server from `list`: " + ", ".join(catalog.SERVERS))
-    add_address_arguments(serve).set_defaults(run=_serve, backlog=None)
+    # Without --backlog, each server keeps its own default.
+    add_address_arguments(serve, None, "default: the server's own; 1 for the article's examples, as in the article"
+                          ).set_defaults(run=_serve)
     # Options `serve` does not know go to the server itself (`serve level --idle-timeout 2`), which
     # answers those it does not know either with its own one-line error.
     args, args.server_options = parser.parse_known_args(argv)

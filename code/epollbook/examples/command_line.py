@@ -40,14 +40,19 @@ def _backlog(text):
     return int(text)
 
 
-def add_address_arguments(parser):
-    """Add ``--host``, ``--port`` and ``--backlog`` (with the book's defaults) to *parser*."""
+def add_address_arguments(parser, backlog=1, backlog_help="default 1, as in the article"):
+    """Add ``--host``, ``--port`` and ``--backlog`` to *parser*; return *parser*.
+
+    The host and port default to 127.0.0.1 and a free port; the backlog to
+    *backlog* (the article's 1 unless a server says otherwise), which
+    *backlog_help* explains after "length of the listen queue".
+    """
     parser.add_argument("--host", type=_ipv4_address, default="127.0.0.1",
                         help="IPv4 address to listen on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=_port, default=0,
                         help="TCP port (default 0: a free port chosen by the kernel)")
-    parser.add_argument("--backlog", type=_backlog, default=1,
-                        help="length of the listen queue (default 1, as in the article)")
+    parser.add_argument("--backlog", type=_backlog, default=backlog,
+                        help=f"length of the listen queue ({backlog_help})")
     return parser
 
 

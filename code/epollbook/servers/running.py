@@ -102,10 +102,7 @@ def main(server_class, argv=None):
     """
     module = sys.modules[server_class.__module__]
     parser = argparse.ArgumentParser(description=(module.__doc__ or "").split("\n", 1)[0])
-    add_address_arguments(parser).set_defaults(backlog=BACKLOG)
-    for action in parser._actions:  # the shared help names the article's default; ours differs
-        if action.dest == "backlog":
-            action.help = f"length of the listen queue (default {BACKLOG}; the article's listen(1) holds 2)"
+    add_address_arguments(parser, BACKLOG, f"default {BACKLOG}; the article's listen(1) holds 2")
     Limits.add_arguments(parser)
     parser.add_argument("--show-requests", action="store_true",
                         help="print each request's head (off by default: printing slows a server under ab)")
