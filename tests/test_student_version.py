@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 
@@ -42,6 +43,7 @@ BROWSER_SECONDS = 15        # JupyterLab asks the browser to open just after it 
 # Every test here may be the first to use the module's fixtures, and so wait for all of them.
 pytestmark = pytest.mark.timeout(MAKE_STUDENT_SECONDS + LAB_START_SECONDS + CHAPTER_SECONDS + 2 * STOP_SECONDS + 60)
 
+LISTEN_SECONDS = 10  # from printing its URL to listening on it, on a loaded machine
 URL_LINE = re.compile(r"http://127\.0\.0\.1:(?P<port>\d+)/lab\?token=(?P<token>[0-9a-f]+)")
 # What pip says when the package index cannot be reached at all (not a wrong pin: that is the test's to report).
 NO_INDEX = re.compile(r"NewConnectionError|Temporary failure in name resolution|Network is unreachable|"
@@ -124,11 +126,25 @@ class MakeLab:
                     f"{tail(self.log)}", pytrace=False)
 
     def api(self, path):
-        """GET /api/*path* with the token; return the decoded JSON."""
+        """GET /api/*path* with the token; return the decoded JSON.
+
+        jupyter_server prints its URL a moment before it listens (it binds its
+        port in a callback of its event loop, which runs after the printing), so
+        a refused connection is tried again for a few seconds; a server that
+        never listens fails the test with what it printed.
+        """
         request = urllib.request.Request(f"http://127.0.0.1:{self.port}/api/{path}",
                                          headers={"Authorization": f"token {self.token}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.load(response)
+        deadline = time.monotonic() + LISTEN_SECONDS
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return json.load(response)
+            except urllib.error.URLError as error:
+                if not isinstance(error.reason, ConnectionRefusedError) or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not answer on port {self.port}: {error.reason}\n{tail(self.log)}",
+                                pytrace=False)
+            time.sleep(0.1)
 
     def left_running(self):
         return processes_with_environment(**self.mark)
