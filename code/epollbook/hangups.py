@@ -404,8 +404,8 @@ class Table:
 
     def _repr_html_(self):
         def cell(text, tag="td"):
-            # Let a long mask wrap after each '|', so the table fits the page's column.
-            return f"<{tag}>{html.escape(str(text)).replace('|', '|<wbr>')}</{tag}>"
+            # Let a long mask wrap after each '|', and a call after its object's '.', so the table fits the page.
+            return f"<{tag}>{html.escape(str(text)).replace('|', '|<wbr>').replace('.', '.<wbr>')}</{tag}>"
         head = "".join(cell(column, "th") for column in self.columns)
         body = "".join("<tr>" + "".join(map(cell, cells)) + "</tr>" for cells in self._cells())
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
