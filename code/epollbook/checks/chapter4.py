@@ -35,6 +35,7 @@ from epollbook.checks.harness import (
     finish,
     passed,
     short,
+    stop_listening,
 )
 
 LOOK_SECONDS = 0.2
@@ -186,16 +187,6 @@ class _ServerUnderCheck(ServerUnderCheck):
                               f"open (fd {', '.join(map(str, sorted([*epolls_left, *sockets_left])))}): close every "
                               "connection, and the epoll object too")
         passed(f"{self.name} left no socket and no epoll instance open")
-
-    def close(self):
-        # Shut down first and close only once the server has returned: a listening socket closed at once leaves
-        # the epoll of the reader's code with no event to wake it, and its thread asleep for ever.
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.running.finished.wait(SECONDS)
-        self.listener.close()
-        for client in self.held:
-            client.close()
 
 
 # -- serve_without_leaks -------------------------------------------------------------------------
@@ -621,12 +612,9 @@ class _DeadlineServer:
             raise self.running.error  # the check's own loop failed: not the reader's doing
 
     def close(self):
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.running.finished.wait(SECONDS)
-        self.listener.close()
         for client in self.held:
             client.close()
+        stop_listening(self.listener, self.running)
 
 
 def _closed_by(client, limit):

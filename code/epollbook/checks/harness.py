@@ -366,10 +366,23 @@ class ServerUnderCheck:
         """Close everything the check opened and everything the reader's code accepted, whatever it kept open."""
         for client in self.clients:
             client.close()
-        clients.wake_and_close(self.listener)
-        self.running.finished.wait(SECONDS)
-        for connection in self.listener.accepted:
+        stop_listening(self.listener, self.running)
+        for connection in getattr(self.listener, "accepted", ()):
             clients.wake_and_close(connection)
+
+
+def stop_listening(listener, running):
+    """Shut *listener* down, give the code in *running* ``SECONDS`` to return, then close *listener*.
+
+    The shutdown wakes an ``accept()`` (it raises EINVAL) and an epoll that
+    watches the listener (``EPOLLIN|EPOLLHUP``). Closing it at once could take
+    that event with it, before the epoll's thread has woken for it, and leave
+    that thread asleep for ever; so the close waits for the return.
+    """
+    with contextlib.suppress(OSError):  # closed already, by the reader's code
+        listener.shutdown(socket.SHUT_RDWR)
+    running.finished.wait(SECONDS)
+    listener.close()
 
 
 # -- a shortage of file descriptors -----------------------------------------------
