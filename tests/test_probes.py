@@ -30,9 +30,12 @@ from epollbook.probes import (
     cpu_seconds,
     epoll_interest_list,
     listen_queue,
+    netstat_counters,
     process_state,
     raw_proc,
     ss,
+    sysctl,
+    sysctl_int,
     tcp_sockets,
     wait_until_blocked,
 )
@@ -398,3 +401,30 @@ def test_the_interest_list_of_a_server_shows_its_listener_with_the_bits_the_kern
 def test_the_interest_list_of_a_process_without_epoll_is_a_lookup_error():
     with pytest.raises(LookupError, match="0 epoll instances"):
         epoll_interest_list(os.getpid())
+
+
+def test_the_listen_overflow_counter_rises_when_a_full_accept_queue_drops_a_syn():
+    before = netstat_counters()["ListenOverflows"]
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
+        clients = [socket.socket() for _ in range(3)]
+        try:
+            for client in clients:
+                client.setblocking(False)
+                client.connect_ex(listener.getsockname())
+            deadline = time.monotonic() + 5
+            while netstat_counters()["ListenOverflows"] == before and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            for client in clients:
+                client.close()
+    assert netstat_counters()["ListenOverflows"] > before, "three clients at a backlog of 0 overflowed nothing"
+    assert "Tcp.RetransSegs" in netstat_counters(), "the Tcp counters of /proc/net/snmp are missing"
+
+
+def test_sysctl_reads_a_setting_and_names_one_that_is_absent():
+    assert sysctl_int("net.core.somaxconn") > 0
+    assert len(sysctl("net.ipv4.tcp_rmem").split()) == 3
+    with pytest.raises(LookupError, match=r"no setting net\.core\.no_such_thing"):
+        sysctl("net.core.no_such_thing")
+    with pytest.raises(ValueError, match="not a kernel setting's name"):
+        sysctl("../etc/passwd")

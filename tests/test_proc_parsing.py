@@ -12,6 +12,7 @@ from epollbook.probes import (
     ListenQueue,
     ProcessState,
     epoll_event_names,
+    parse_counter_table,
     parse_epoll_fdinfo,
     parse_ss_listening,
     parse_stat,
@@ -214,3 +215,24 @@ def test_the_epoll_bits_are_the_ones_python_knows():
 
     known = {name: getattr(select, name) & 0xFFFFFFFF for name in EPOLL_EVENTS if hasattr(select, name)}
     assert known == {name: EPOLL_EVENTS[name] for name in known}, "a bit differs from the select module's"
+
+
+NETSTAT_SAMPLE = """\
+TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops
+TcpExt: 0 0 3 5
+IpExt: InNoRoutes InTruncatedPkts
+IpExt: 0 0
+"""
+
+
+def test_counter_tables_are_read_in_pairs_of_lines_by_group():
+    assert parse_counter_table(NETSTAT_SAMPLE) == {
+        ("TcpExt", "SyncookiesSent"): 0, ("TcpExt", "SyncookiesRecv"): 0, ("TcpExt", "ListenOverflows"): 3,
+        ("TcpExt", "ListenDrops"): 5, ("IpExt", "InNoRoutes"): 0, ("IpExt", "InTruncatedPkts"): 0}
+    only_ip = parse_counter_table(NETSTAT_SAMPLE, {"IpExt"})
+    assert set(only_ip) == {("IpExt", "InNoRoutes"), ("IpExt", "InTruncatedPkts")}
+
+
+def test_a_counter_table_whose_lines_do_not_pair_is_a_value_error():
+    with pytest.raises(ValueError, match="not a pair of counter lines"):
+        parse_counter_table("TcpExt: A B\nTcpExt: 1\n")

@@ -12,6 +12,8 @@
     ss(port)                                what ``ss -tan`` prints for that port
     epoll_interest_list(pid, epfd=None)     what an epoll instance watches, as the kernel holds it
     epoll_event_names(mask)                 an epoll event mask as names: 'EPOLLIN|EPOLLHUP'
+    netstat_counters()                      the kernel's TCP counters: ListenOverflows, Tcp.RetransSegs, ...
+    sysctl(name), sysctl_int(name)          a kernel setting: sysctl_int("net.core.somaxconn")
 
 All of it is read from ``/proc`` (Linux only), for any process of the same user:
 a server started with ``epollbook.launch.serve`` (pass ``server.pid``), or this
@@ -231,6 +233,24 @@ def parse_ss_listening(text):
         host, _, port = fields[3].rpartition(":")
         queues.append(ListenQueue(host.strip("[]"), int(port), int(fields[1]), int(fields[2])))
     return queues
+
+
+def parse_counter_table(text, prefixes=None):
+    """Parse ``/proc/net/netstat`` or ``/proc/net/snmp``: pairs of lines, names then values, per group.
+
+    Returns ``{(group, name): value}``, e.g. ``{("TcpExt", "ListenOverflows"): 3}``;
+    *prefixes* keeps only those groups. Raises ``ValueError`` where a pair of
+    lines does not match.
+    """
+    counters = {}
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    for names, values in zip(lines[::2], lines[1::2], strict=False):  # a last unpaired line is cut short
+        group = names[0].rstrip(":")
+        if values[0] != names[0] or len(values) != len(names):
+            raise ValueError(f"not a pair of counter lines: {' '.join(names)!r} / {' '.join(values)!r}")
+        if prefixes is None or group in prefixes:
+            counters.update(((group, name), int(value)) for name, value in zip(names[1:], values[1:], strict=True))
+    return counters
 
 
 # -- reading /proc: the files ------------------------------------------------------------------------
@@ -606,3 +626,46 @@ def epoll_interest_list(pid, epfd=None):
                               + ("" if not found else f" (fds {found}): say which with epfd="))
         (epfd,) = found
     return parse_epoll_fdinfo(_read(pid, f"fdinfo/{epfd}"))
+
+
+def netstat_counters():
+    """The kernel's network counters since boot, by name: ``{"ListenOverflows": 12, "Tcp.RetransSegs": 40, ...}``.
+
+    The ``TcpExt`` counters of ``/proc/net/netstat`` go by their own names
+    (``ListenOverflows``: a connection found the accept queue full;
+    ``ListenDrops``: a SYN or handshake dropped at a listener, overflows
+    included); the ``Tcp`` counters of ``/proc/net/snmp`` as ``"Tcp.NAME"``.
+    They count for the whole network namespace, so other programs move them
+    too: compare two readings and say "rose by at least".
+    """
+    with open("/proc/net/netstat") as netstat, open("/proc/net/snmp") as snmp:
+        extended, standard = netstat.read(), snmp.read()
+    counters = {name: value for (_, name), value in parse_counter_table(extended, {"TcpExt"}).items()}
+    counters.update((f"Tcp.{name}", value) for (_, name), value in parse_counter_table(standard, {"Tcp"}).items())
+    return counters
+
+
+def sysctl(name):
+    """A kernel setting as ``sysctl NAME`` shows it, read from /proc/sys: ``sysctl("net.core.somaxconn")`` -> "4096".
+
+    Only reads (nothing here changes the machine). Raises ``LookupError`` with
+    a sentence if this kernel has no such setting, ``ValueError`` for a name
+    that is not a setting's.
+    """
+    parts = name.split(".")
+    if not all(parts) or "/" in name:
+        raise ValueError(f"{name!r} is not a kernel setting's name: give one like 'net.core.somaxconn'")
+    try:
+        with open("/proc/sys/" + "/".join(parts)) as file:
+            return " ".join(file.read().split())
+    except (FileNotFoundError, IsADirectoryError):
+        raise LookupError(f"this kernel has no setting {name} (no /proc/sys/{'/'.join(parts)})") from None
+
+
+def sysctl_int(name):
+    """A kernel setting that is one number, as an int: ``sysctl_int("net.ipv4.tcp_autocorking")`` -> 1."""
+    text = sysctl(name)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} is {text!r}, not one number") from None
