@@ -36,6 +36,7 @@ from epollbook.probes import (
     ss,
     sysctl,
     sysctl_int,
+    tcp_info,
     tcp_sockets,
     wait_until_blocked,
 )
@@ -428,3 +429,28 @@ def test_sysctl_reads_a_setting_and_names_one_that_is_absent():
         sysctl("net.core.no_such_thing")
     with pytest.raises(ValueError, match="not a kernel setting's name"):
         sysctl("../etc/passwd")
+
+
+# -- TCP_INFO -----------------------------------------------------------------------------------------------------
+
+
+def test_tcp_info_counts_each_send_the_peer_read_as_one_data_segment():
+    with tcp_pair() as (client, server):
+        before = tcp_info(server)
+        for _ in range(3):
+            server.sendall(b"x" * 100)
+            assert client.recv(100) == b"x" * 100
+        after = tcp_info(server)
+    assert (before.state_name, before.size >= 160) == ("ESTABLISHED", True), before
+    assert after.data_segs_out - before.data_segs_out == 3, f"three sends read one by one: {before} -> {after}"
+    assert after.bytes_sent - before.bytes_sent == 300, f"{before} -> {after}"
+    assert after.segs_out >= after.data_segs_out, "segs_out counts every segment, data or not"
+
+
+def test_tcp_info_of_a_socket_that_is_not_tcp_or_is_closed_is_one_sentence():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, pytest.raises(ValueError, match="for TCP sockets"):
+        tcp_info(udp)
+    closed = socket.socket()
+    closed.close()
+    with pytest.raises(ValueError, match="closed socket"):
+        tcp_info(closed)

@@ -14,6 +14,7 @@
     epoll_event_names(mask)                 an epoll event mask as names: 'EPOLLIN|EPOLLHUP'
     netstat_counters()                      the kernel's TCP counters: ListenOverflows, Tcp.RetransSegs, ...
     sysctl(name), sysctl_int(name)          a kernel setting: sysctl_int("net.core.somaxconn")
+    tcp_info(sock)                          what the kernel knows of one TCP connection: segments sent, RTT, ...
 
 All of it is read from ``/proc`` (Linux only), for any process of the same user:
 a server started with ``epollbook.launch.serve`` (pass ``server.pid``), or this
@@ -62,6 +63,8 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -669,3 +672,139 @@ def sysctl_int(name):
         return int(text)
     except ValueError:
         raise ValueError(f"{name} is {text!r}, not one number") from None
+
+
+# -- TCP_INFO: what the kernel knows of one connection ----------------------------------------------
+
+# Fields of ``struct tcp_info`` (include/uapi/linux/tcp.h) as (name, offset in bytes, struct format), in the
+# kernel's order. The struct only grows, at its end (data_segs_out came in Linux 4.6, delivered in 4.18,
+# bytes_sent in 4.19, snd_wnd in 5.4), and the kernel copies min(what was asked, what it has): a field is
+# read only if the bytes it returned reach past the field's end. Formats are native byte order, standard
+# sizes ("B" a __u8, "I" a __u32, "Q" a __u64). Names without the kernel's ``tcpi_`` prefix; a unit the kernel's
+# name leaves unsaid is added (rtt is in microseconds, last_data_sent in milliseconds).
+TCP_INFO_FIELDS = (
+    ("state", 0, "B"),
+    ("ca_state", 1, "B"),
+    ("retransmits", 2, "B"),
+    ("rto_us", 8, "I"),
+    ("ato_us", 12, "I"),
+    ("snd_mss", 16, "I"),
+    ("rcv_mss", 20, "I"),
+    ("unacked", 24, "I"),
+    ("lost", 32, "I"),
+    ("retrans", 36, "I"),
+    ("last_data_sent_ms", 44, "I"),
+    ("last_data_recv_ms", 52, "I"),
+    ("last_ack_recv_ms", 56, "I"),
+    ("pmtu", 60, "I"),
+    ("rtt_us", 68, "I"),
+    ("rttvar_us", 72, "I"),
+    ("snd_cwnd", 80, "I"),
+    ("total_retrans", 100, "I"),
+    ("bytes_acked", 120, "Q"),
+    ("bytes_received", 128, "Q"),
+    ("segs_out", 136, "I"),
+    ("segs_in", 140, "I"),
+    ("notsent_bytes", 144, "I"),
+    ("min_rtt_us", 148, "I"),
+    ("data_segs_in", 152, "I"),
+    ("data_segs_out", 156, "I"),
+    ("delivered", 192, "I"),
+    ("bytes_sent", 200, "Q"),
+    ("bytes_retrans", 208, "Q"),
+    ("snd_wnd", 228, "I"),
+    ("rcv_wnd", 232, "I"),
+)
+
+# What getsockopt() is asked for: more than any kernel's struct tcp_info yet (280 bytes in Linux 6.18).
+TCP_INFO_ASK = 512
+
+# The TCP states by number (include/net/tcp_states.h), as ss names them.
+TCP_STATES = {
+    1: "ESTABLISHED", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2", 6: "TIME-WAIT",
+    7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TcpInfo:
+    """One reading of ``TCP_INFO``: each field of ``TCP_INFO_FIELDS``, or None where the kernel returned too few bytes.
+
+    ``size`` is how many bytes the kernel returned. Counters (``segs_out``,
+    ``data_segs_out``, ``bytes_sent``, ...) count from the connection's start:
+    what one response cost is the difference of two readings.
+    """
+
+    size: int
+    state: int | None = None
+    ca_state: int | None = None
+    retransmits: int | None = None
+    rto_us: int | None = None
+    ato_us: int | None = None
+    snd_mss: int | None = None
+    rcv_mss: int | None = None
+    unacked: int | None = None
+    lost: int | None = None
+    retrans: int | None = None
+    last_data_sent_ms: int | None = None
+    last_data_recv_ms: int | None = None
+    last_ack_recv_ms: int | None = None
+    pmtu: int | None = None
+    rtt_us: int | None = None
+    rttvar_us: int | None = None
+    snd_cwnd: int | None = None
+    total_retrans: int | None = None
+    bytes_acked: int | None = None
+    bytes_received: int | None = None
+    segs_out: int | None = None
+    segs_in: int | None = None
+    notsent_bytes: int | None = None
+    min_rtt_us: int | None = None
+    data_segs_in: int | None = None
+    data_segs_out: int | None = None
+    delivered: int | None = None
+    bytes_sent: int | None = None
+    bytes_retrans: int | None = None
+    snd_wnd: int | None = None
+    rcv_wnd: int | None = None
+
+    @property
+    def state_name(self):
+        """The state as ``ss`` names it ("ESTABLISHED"), or None if the kernel returned no state."""
+        return None if self.state is None else TCP_STATES.get(self.state, f"state {self.state}")
+
+
+def parse_tcp_info(data):
+    """A ``TcpInfo`` from the bytes ``getsockopt(IPPROTO_TCP, TCP_INFO, n)`` returned.
+
+    Each field is read at its offset only if ``data`` reaches past its end;
+    the others are None (an older kernel, or too few bytes asked for).
+    Raises ``ValueError`` for something that is not bytes, or for no bytes at all.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"TCP_INFO is read from the bytes getsockopt() returns, not from {type(data).__name__}")
+    data = bytes(data)
+    if not data:
+        raise ValueError("getsockopt() returned no bytes of TCP_INFO: there is no field to read")
+    values = {}
+    for name, offset, form in TCP_INFO_FIELDS:
+        form = "=" + form
+        if offset + struct.calcsize(form) <= len(data):
+            (values[name],) = struct.unpack_from(form, data, offset)
+    return TcpInfo(size=len(data), **values)
+
+
+def tcp_info(sock):
+    """What the kernel knows of a TCP connection now: ``tcp_info(sock).data_segs_out`` -> 3.
+
+    ``sock`` is a TCP socket (IPv4 or IPv6), connected or not. Returns a
+    ``TcpInfo``; fields this kernel does not give are None. Raises
+    ``ValueError`` with a sentence for a closed socket or one that is not TCP.
+    """
+    if not isinstance(sock, socket.socket):
+        raise ValueError(f"tcp_info() reads a socket, not {type(sock).__name__}")
+    if sock.fileno() == -1:
+        raise ValueError("tcp_info() was given a closed socket: read it before close()")
+    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise ValueError(f"TCP_INFO is for TCP sockets, and this one is {sock.family.name}, {sock.type.name}")
+    return parse_tcp_info(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_ASK))
