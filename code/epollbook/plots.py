@@ -179,3 +179,71 @@ def growth(rows, x, columns, *, limit=None, limit_label="limit", title=None, wid
         figure.suptitle(title)
     _show_in_notebooks()
     return figure
+
+
+def backlog_sweep(rows, *, title=None, width=9.0):
+    """Draw ``bench.backlog_sweep``'s rows against the listen backlog (log scale); return the ``Figure``.
+
+    Left: connect time, median, 99th percentile and maximum, in ms (a SYN
+    dropped and sent again shows as 1000 ms and more). Right: per run, failed
+    requests, connects that took a second or more, and the rise of
+    ``ListenOverflows``. One line style per server; with several rounds, the
+    median of the rounds. A run ab gave up is marked on the backlog axis.
+    *rows* are ``BacklogRow`` objects or their dicts (as read back from JSON).
+    Raises ``ValueError`` if *rows* is empty.
+    """
+    import dataclasses
+    import statistics
+
+    rows = [row if isinstance(row, dict) else dataclasses.asdict(row) for row in rows]
+    if not rows:
+        raise ValueError("there are no rows to draw: run bench.backlog_sweep() first")
+
+    def median_by_backlog(server, measure):
+        """[(backlog, median of measure over the rounds)] for one server, leaving out runs without a value."""
+        values = {}
+        for row in rows:
+            if row["server"] == server and (value := measure(row)) is not None:
+                values.setdefault(row["backlog"], []).append(value)
+        return sorted((backlog, statistics.median(found)) for backlog, found in values.items())
+
+    figure = Figure(figsize=(width, 3.4), layout="constrained")
+    latency_axes, count_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
+    styles = ["-", "--", ":", "-."]
+    servers = list(dict.fromkeys(row["server"] for row in rows))
+    latency_lines = [("max", "tab:red"), ("p99", "tab:orange"), ("p50", "tab:blue")]
+    count_lines = [("listen_overflows", "ListenOverflows rise", "tab:gray"),
+                   ("slow_connects", "connects of 1 s or more", "tab:red"), ("failed", "failed requests", "black")]
+    for number, server in enumerate(servers):
+        style = styles[number % len(styles)]
+        suffix = f" ({server})" if len(servers) > 1 else ""
+        for key, colour in latency_lines:
+            points = median_by_backlog(server, lambda row, key=key: row["connect_ms"][key])
+            if points:
+                latency_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour,
+                                  label=f"connect {key}{suffix}")
+        for key, label, colour in count_lines:
+            points = median_by_backlog(server, lambda row, key=key: row[key])
+            if points:
+                count_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour, label=label + suffix)
+        gave_up = sorted({row["backlog"] for row in rows if row["server"] == server and row["gave_up"]})
+        for axes in (latency_axes, count_axes):
+            if gave_up:
+                axes.plot(gave_up, [0] * len(gave_up), "x", color="tab:purple", markersize=10, clip_on=False,
+                          label=f"ab gave up{suffix}" if axes is count_axes else None)
+    latency_axes.set_yscale("symlog", linthresh=10)  # a few ms and a few seconds on one axis
+    latency_axes.set_ylim(bottom=0)
+    latency_axes.set_ylabel("connect time, ms")
+    latency_axes.set_title("how long connecting took", fontsize="medium")
+    count_axes.set_ylabel("per run")
+    count_axes.set_ylim(bottom=0)
+    count_axes.set_title("dropped and failed", fontsize="medium")
+    for axes in (latency_axes, count_axes):
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("listen backlog")
+        axes.grid(color="0.92")
+        axes.legend(loc="best", fontsize="x-small", frameon=False)
+    if title:
+        figure.suptitle(title)
+    _show_in_notebooks()
+    return figure

@@ -1,0 +1,394 @@
+"""Measurements that take a load generator and a while: run live by the chapters (short) or by ``make bench`` (full).
+
+    backlog_sweep(backlogs, server=..., seconds=..., rounds=...)    ab -c 100 against one listen backlog after another
+    write_result(name, parameters, rows, figure=None, out=...)     the shared writer: NAME.json and NAME.png
+    read_result(path)                                              what write_result wrote, as a dict
+
+    python -m epollbook.bench backlog [--full] [--out DIR] [--server NAME ...]
+
+One function per measurement returns rows (frozen dataclasses); one writer
+saves any of them with what makes a number worth keeping: the date, the
+machine, the kernel, Python, the tools' versions and the parameters. A new
+measurement adds its function, its presets and a line to ``MEASUREMENTS``.
+
+What ab shows of a listen backlog, and what it hides
+----------------------------------------------------
+
+``ab -c 100`` opens 100 connections at once. The kernel completes handshakes
+without the server, until backlog + 1 connections wait for ``accept()``; it
+drops the SYNs beyond that (``ListenOverflows`` counts them), and each client
+whose SYN was dropped sends it again after 1 s, then 3 s more, then 7 s more.
+A dropped SYN therefore costs its client a second: in ab's numbers it shows
+as a connect time of 1000 ms or more, and only if the run lasts long enough
+for the SYN to be sent again. A run shorter than a second never sees it: ab
+finishes its requests on the connections that got in and leaves the others
+unfinished, unreported. So each run here lasts a fixed time (``ab -t``), the
+same for every backlog, and counts the connections that took a second.
+
+A connection can also be dropped later: the client's last ACK of the handshake
+finds the queue full. The client then believes it is connected and sends its
+request into a connection the server has not got; it is completed when a
+retransmission finds room, or never. When every one of ab's connections waits
+like that, or for a SYN sent again, ab sees nothing happen: after
+``gave_up_after`` seconds it stops the run and reports only how many requests
+it completed. Such a row says so (``gave_up``) rather than disappear.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import json
+import math
+import os
+import pathlib
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from epollbook import clients, probes
+from epollbook.launch import serve
+
+DEFAULT_OUT = pathlib.Path("_build/bench")
+
+SLOW_CONNECT_MS = 1000
+"""A connect that took this long had its SYN dropped and sent again (Linux resends a SYN after 1 s)."""
+
+
+# -- the rows ------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """How long the requests of one run took, in whole milliseconds (ab's resolution): median, 99th percentile, most.
+
+    All three are None when no request completed.
+    """
+
+    p50: int | None
+    p99: int | None
+    max: int | None
+
+    @classmethod
+    def of(cls, milliseconds):
+        """The median, 99th percentile (nearest rank) and maximum of *milliseconds*, a list of numbers."""
+        ordered = sorted(milliseconds)
+        if not ordered:
+            return cls(None, None, None)
+        return cls(_nearest_rank(ordered, 0.50), _nearest_rank(ordered, 0.99), ordered[-1])
+
+
+def _nearest_rank(ordered, fraction):
+    return ordered[max(math.ceil(fraction * len(ordered)) - 1, 0)]
+
+
+@dataclasses.dataclass(frozen=True)
+class BacklogRow:
+    """One ab run against one server listening with one backlog.
+
+    ``requests`` ab completed in the run (``failed`` of them failed, by ab's
+    count: a reset, a short or wrong answer); ``slow_connects`` of them took
+    ``SLOW_CONNECT_MS`` or more to connect. ``listen_overflows`` is how much
+    the kernel's ``ListenOverflows`` counter rose during the run: at least
+    that many times a connection found this queue full (other programs on the
+    machine move it too). ``gave_up`` is True when ab stopped the run because
+    nothing happened on any connection for a while; then it reported only
+    ``requests``, and the other measures are None.
+    """
+
+    server: str
+    backlog: int
+    round: int
+    requests: int
+    failed: int | None
+    requests_per_second: float | None
+    connect_ms: Latency
+    total_ms: Latency
+    slow_connects: int | None
+    listen_overflows: int
+    seconds: float
+    gave_up: bool
+
+    @classmethod
+    def from_dict(cls, fields):
+        """Rebuild a row from ``dataclasses.asdict(row)``, as read back from JSON."""
+        return cls(**{**fields, "connect_ms": Latency(**fields["connect_ms"]),
+                      "total_ms": Latency(**fields["total_ms"])})
+
+
+# -- ab, run and read ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class AbRun:
+    """What one ab run gave: its report's numbers and each request's timings (``ab -g``)."""
+
+    requests: int
+    failed: int | None
+    requests_per_second: float | None
+    connect_ms: list   # per request, ms
+    total_ms: list     # per request, ms
+    gave_up: bool
+    report: str
+
+
+def parse_ab_report(report):
+    """Read ab's report (its stdout); return ``(complete, failed, requests per second)``.
+
+    When ab gave up before the end it prints only "Total of N requests
+    completed": then ``(N, None, None)``. Raises ``ValueError`` if the text
+    has neither.
+    """
+    complete = re.search(r"^Complete requests:\s+(\d+)", report, re.MULTILINE)
+    if complete:
+        failed = re.search(r"^Failed requests:\s+(\d+)", report, re.MULTILINE)
+        per_second = re.search(r"^Requests per second:\s+([\d.]+)", report, re.MULTILINE)
+        return int(complete[1]), int(failed[1]) if failed else None, float(per_second[1]) if per_second else None
+    total = re.search(r"Total of (\d+) requests completed", report)
+    if total:
+        return int(total[1]), None, None
+    raise ValueError(f"this is not a report of ab's: it says neither 'Complete requests' nor 'Total of':\n{report}")
+
+
+def parse_ab_timings(text):
+    """Read the file ``ab -g`` writes (a header, then one tab-separated line per request); return ``(connect, total)``.
+
+    Both are lists of milliseconds, one per completed request: the ``ctime``
+    and ``ttime`` columns. Raises ``ValueError`` if the header lacks them.
+    """
+    header, *lines = text.splitlines() or [""]
+    names = header.split("\t")
+    if "ctime" not in names or "ttime" not in names:
+        raise ValueError(f"not a file of ab -g: its header {header!r} has no ctime and ttime columns")
+    connect_column, total_column = names.index("ctime"), names.index("ttime")
+    connect, total = [], []
+    for line in lines:
+        fields = line.split("\t")
+        if len(fields) == len(names):
+            connect.append(int(fields[connect_column]))
+            total.append(int(fields[total_column]))
+    return connect, total
+
+
+def run_ab(target, *, seconds, concurrency=100, most=1_000_000, gave_up_after=5):
+    """Run ``ab -t seconds -c concurrency`` on *target* (at most *most* requests); return an ``AbRun``.
+
+    ab stops the run by itself if nothing at all happens on its connections for
+    *gave_up_after* seconds (its ``-s``); the run is then ``gave_up``. Resets
+    count as failed requests (``-r``) rather than end the run. The whole run
+    is killed if it lasts *seconds* + *gave_up_after* + 30 s. Raises
+    ``ToolMissing`` without ab, ``RuntimeError`` with ab's own words if it fails
+    otherwise.
+    """
+    program = clients.require_tool("ab")
+    with tempfile.TemporaryDirectory(prefix="epollbook-ab-") as directory:
+        timings = pathlib.Path(directory, "timings.tsv")
+        # -t first: it sets -n to 50000, which the -n after it overrides.
+        command = [program, "-r", "-t", str(seconds), "-n", str(most), "-c", str(concurrency),
+                   "-s", str(gave_up_after), "-g", str(timings), clients.url_of(target)]
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=seconds + gave_up_after + 30)
+        gave_up = finished.returncode != 0 and "timeout specified has expired" in finished.stderr
+        if finished.returncode != 0 and not gave_up:
+            said = finished.stderr.strip() or finished.stdout.strip()
+            raise RuntimeError(f"ab failed (exit {finished.returncode}): {said}")
+        complete, failed, per_second = parse_ab_report(finished.stdout)
+        connect, total = parse_ab_timings(timings.read_text()) if timings.exists() else ([], [])
+    return AbRun(complete, failed, per_second, connect, total, gave_up, finished.stdout)
+
+
+# -- the backlog sweep ---------------------------------------------------------------------------------------
+
+
+BACKLOG_PRESETS = {
+    # The chapter's, at build time: the sweep of five backlogs in about five seconds.
+    "short": {"backlogs": (1, 8, 32, 64, 128), "servers": ("example2",), "seconds": 1, "rounds": 1},
+    # make bench: runs long enough for SYNs sent again after 1 s and 3 s, two servers, three rounds.
+    "full": {"backlogs": (1, 4, 8, 16, 32, 64, 128, 256), "servers": ("example2", "level"), "seconds": 4,
+             "rounds": 3},
+}
+
+
+def backlog_sweep(backlogs=BACKLOG_PRESETS["short"]["backlogs"], *, server="example2", seconds=1,
+                  requests=1_000_000, concurrency=100, rounds=1, gave_up_after=5, options=()):
+    """Load *server* with ``ab -c concurrency`` for *seconds*, once per backlog in *backlogs*; return ``[BacklogRow]``.
+
+    Each run starts the server afresh, listening with that backlog (options
+    *options* go to its command line), runs ab for *seconds* whole seconds
+    (at most *requests* requests), and stops the server, whatever happened.
+    With *rounds* above 1 the whole sweep runs that many times, one backlog
+    after another each round, so that a slow moment of the machine falls on
+    all of them; rows come in the order they were measured. The kernel's
+    ``ListenOverflows`` counter is read before and after each run. Raises
+    ``clients.ToolMissing`` if ab is not installed, ``ValueError`` for a
+    backlog below 0 or seconds below 1.
+    """
+    if any(backlog < 0 for backlog in backlogs) or not backlogs:
+        raise ValueError(f"backlogs must be whole numbers of 0 or more, at least one; got {backlogs!r}")
+    if seconds < 1 or int(seconds) != seconds:
+        raise ValueError(f"ab runs for whole seconds, at least 1; got {seconds!r}")
+    clients.require_tool("ab")
+    rows = []
+    for round_number in range(1, rounds + 1):
+        for backlog in backlogs:
+            with serve(server, backlog=backlog, options=options) as running:
+                before = probes.netstat_counters()["ListenOverflows"]
+                started = time.monotonic()
+                run = run_ab(running, seconds=int(seconds), concurrency=concurrency, most=requests,
+                             gave_up_after=gave_up_after)
+                elapsed = time.monotonic() - started
+                overflows = probes.netstat_counters()["ListenOverflows"] - before
+            rows.append(BacklogRow(
+                server=server, backlog=backlog, round=round_number, requests=run.requests, failed=run.failed,
+                requests_per_second=run.requests_per_second,
+                connect_ms=Latency.of(run.connect_ms), total_ms=Latency.of(run.total_ms),
+                slow_connects=None if run.gave_up else sum(ms >= SLOW_CONNECT_MS for ms in run.connect_ms),
+                listen_overflows=overflows, seconds=round(elapsed, 3), gave_up=run.gave_up))
+    return rows
+
+
+def backlog_sweep_preset(preset="short", servers=None):
+    """Run the sweep *preset* ("short" or "full") on its servers, or on *servers*; return ``(parameters, rows)``."""
+    try:
+        parameters = dict(BACKLOG_PRESETS[preset])
+    except KeyError:
+        raise ValueError(f"there is no preset {preset!r}: the presets are {', '.join(BACKLOG_PRESETS)}") from None
+    if servers:
+        parameters["servers"] = tuple(servers)
+    parameters.update(preset=preset, concurrency=100)
+    rows = []
+    for server in parameters["servers"]:
+        rows += backlog_sweep(parameters["backlogs"], server=server, seconds=parameters["seconds"],
+                              rounds=parameters["rounds"], concurrency=parameters["concurrency"])
+    return parameters, rows
+
+
+# -- the shared writer ---------------------------------------------------------------------------------------
+
+
+def tool_version(program):
+    """The version line a tool prints of itself (``ab -V``, ``wrk --version``), or None if it is not installed."""
+    flag = {"ab": "-V", "wrk": "--version"}.get(program, "--version")
+    with contextlib.suppress(clients.ToolMissing, OSError, subprocess.TimeoutExpired):
+        finished = subprocess.run([clients.require_tool(program), flag], capture_output=True, text=True, timeout=10)
+        said = (finished.stdout + finished.stderr).strip()
+        return said.splitlines()[0] if said else None
+    return None
+
+
+def _cpu_model():
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or None
+
+
+def _setting(name):
+    with contextlib.suppress(LookupError, ValueError, OSError):
+        return probes.sysctl(name)
+    return None
+
+
+def environment(tools=("ab",), settings=()):
+    """Where and when a measurement ran: date, machine, kernel, Python, *tools*' versions, kernel *settings*."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"architecture": platform.machine(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
+                    "load_average": [round(load, 2) for load in os.getloadavg()]},
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "tools": {tool: tool_version(tool) for tool in tools},
+        "settings": {name: _setting(name) for name in settings},
+    }
+
+
+def write_result(name, parameters, rows, *, figure=None, out=DEFAULT_OUT, tools=("ab",), settings=(),
+                 started=None):
+    """Save a measurement: ``out/NAME.json`` (``environment()``, *parameters*, the rows) and ``out/NAME.png``.
+
+    *rows* are dataclasses; *figure* a matplotlib ``Figure`` (no PNG without
+    it); *started* the environment read before the runs (default: now).
+    Creates *out* if need be. Returns the paths written.
+    """
+    out = pathlib.Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {**(started or environment(tools, settings)), "measurement": name, "parameters": parameters,
+              "rows": [dataclasses.asdict(row) for row in rows]}
+    written = [out / f"{name}.json"]
+    written[0].write_text(json.dumps(result, indent=1) + "\n")
+    if figure is not None:
+        written.append(out / f"{name}.png")
+        figure.savefig(written[1], dpi=120)
+    return written
+
+
+def read_result(path):
+    """Read what ``write_result`` wrote; return it as a dict (``rows`` as dicts). Raises OSError, ValueError."""
+    return json.loads(pathlib.Path(path).read_text())
+
+
+# -- the command line ----------------------------------------------------------------------------------------
+
+BACKLOG_SETTINGS = ("net.core.somaxconn", "net.ipv4.tcp_max_syn_backlog", "net.ipv4.tcp_syncookies",
+                    "net.ipv4.tcp_abort_on_overflow", "net.ipv4.tcp_syn_retries")
+
+
+def _run_backlog(arguments):
+    from epollbook import plots
+
+    started = environment(("ab",), BACKLOG_SETTINGS)
+    parameters, rows = backlog_sweep_preset("full" if arguments.full else "short", arguments.server)
+    return rows, write_result("backlog", parameters, rows, figure=plots.backlog_sweep(rows), out=arguments.out,
+                              started=started)
+
+
+def _summary_backlog(rows):
+    lines = [f"{'server':<10} {'backlog':>7} {'requests':>8} {'failed':>6} {'connect p50/p99/max ms':>23} "
+             f"{'>= 1 s':>6} {'overflows':>9}"]
+    for row in rows:
+        latency = "/".join("-" if value is None else str(value) for value in dataclasses.astuple(row.connect_ms))
+        note = "  ab gave up" if row.gave_up else ""
+        lines.append(f"{row.server:<10} {row.backlog:>7} {row.requests:>8} {_dash(row.failed):>6} {latency:>23} "
+                     f"{_dash(row.slow_connects):>6} {row.listen_overflows:>9}{note}")
+    return "\n".join(lines)
+
+
+def _dash(value):
+    return "-" if value is None else str(value)
+
+
+# name -> (help, run(arguments) -> (rows, paths written), summary(rows) -> text)
+MEASUREMENTS = {
+    "backlog": ("ab -c 100 against a range of listen backlogs (chapter 7)", _run_backlog, _summary_backlog),
+}
+
+
+def main(argv=None):
+    """``python -m epollbook.bench MEASUREMENT [--full] [--out DIR]``: run, write JSON and PNG, print a summary."""
+    parser = argparse.ArgumentParser(prog="python -m epollbook.bench", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="measurement", required=True)
+    for name, (help_text, _, _) in MEASUREMENTS.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("--full", action="store_true",
+                             help="the full runs of make bench (default: the short ones)")
+        command.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
+                             help=f"directory for the JSON and the PNG (default {DEFAULT_OUT})")
+        if name == "backlog":
+            command.add_argument("--server", action="append",
+                                 help="a server to sweep (repeat for several; default: the preset's)")
+    arguments = parser.parse_args(argv)
+    _, run, summary = MEASUREMENTS[arguments.measurement]
+    try:
+        rows, written = run(arguments)
+    except clients.ToolMissing as missing:
+        parser.exit(1, f"{missing}\n")
+    print(summary(rows))
+    print("\n".join(f"wrote {path}" for path in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
