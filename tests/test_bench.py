@@ -94,10 +94,12 @@ def test_a_sweep_that_cannot_run_is_refused_before_any_server_starts(arguments):
 
 
 def test_each_backlog_gives_one_row_with_every_field(sweep):
-    assert [(row.server, row.backlog, row.round) for row in sweep] == [("example2", 1, 1), ("example2", 128, 1)]
+    assert [(row.server, row.backlog, row.concurrency, row.round) for row in sweep] == [
+        ("example2", 1, 100, 1), ("example2", 128, 100, 1)]
     for row in sweep:
         assert row.requests > 0, f"no request completed: {row}"
         assert row.seconds > 0 and row.listen_overflows >= 0, row
+        assert row.most_waiting is None or 0 <= row.most_waiting <= row.concurrency, row
         if row.gave_up:  # ab stopped it: only the count of completed requests is known
             assert (row.failed, row.slow_connects, row.connect_ms.max) == (None, None, None), row
             continue

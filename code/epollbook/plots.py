@@ -186,9 +186,11 @@ def backlog_sweep(rows, *, title=None, width=9.0):
 
     Left: connect time, median, 99th percentile and maximum, in ms (a SYN
     dropped and sent again shows as 1000 ms and more). Right: per run, failed
-    requests, connects that took a second or more, and the rise of
-    ``ListenOverflows``. One line style per server; with several rounds, the
-    median of the rounds. A run ab gave up is marked on the backlog axis.
+    requests, connects that took a second or more, the most clients seen
+    waiting for an answer to their SYN, and the rise of ``ListenOverflows``.
+    One line style per server; with several rounds, the median of the rounds.
+    A run ab gave up is marked on the backlog axis; a dashed line marks the
+    backlog whose queue (backlog + 1) holds all of ab's connections.
     *rows* are ``BacklogRow`` objects or their dicts (as read back from JSON).
     Raises ``ValueError`` if *rows* is empty.
     """
@@ -213,6 +215,7 @@ def backlog_sweep(rows, *, title=None, width=9.0):
     servers = list(dict.fromkeys(row["server"] for row in rows))
     latency_lines = [("max", "tab:red"), ("p99", "tab:orange"), ("p50", "tab:blue")]
     count_lines = [("listen_overflows", "ListenOverflows rise", "tab:gray"),
+                   ("most_waiting", "most waiting in SYN-SENT", "tab:purple"),
                    ("slow_connects", "connects of 1 s or more", "tab:red"), ("failed", "failed requests", "black")]
     for number, server in enumerate(servers):
         style = styles[number % len(styles)]
@@ -223,7 +226,7 @@ def backlog_sweep(rows, *, title=None, width=9.0):
                 latency_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour,
                                   label=f"connect {key}{suffix}")
         for key, label, colour in count_lines:
-            points = median_by_backlog(server, lambda row, key=key: row[key])
+            points = median_by_backlog(server, lambda row, key=key: row.get(key))
             if points:
                 count_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour, label=label + suffix)
         gave_up = sorted({row["backlog"] for row in rows if row["server"] == server and row["gave_up"]})
@@ -231,15 +234,26 @@ def backlog_sweep(rows, *, title=None, width=9.0):
             if gave_up:
                 axes.plot(gave_up, [0] * len(gave_up), "x", color="tab:purple", markersize=10, clip_on=False,
                           label=f"ab gave up{suffix}" if axes is count_axes else None)
-    latency_axes.set_yscale("symlog", linthresh=10)  # a few ms and a few seconds on one axis
-    latency_axes.set_ylim(bottom=0)
+    latency_axes.set_yscale("symlog", linthresh=1)  # a few ms and a few seconds on one axis
+    top = max(3000, 2 * max((row["connect_ms"]["max"] or 0 for row in rows), default=0))  # 1 s always in sight
+    latency_axes.set_ylim(0, top)
+    latency_axes.set_yticks([tick for tick in (0, 1, 10, 100, 1000, 10000, 100000) if tick <= top])
+    latency_axes.yaxis.set_major_formatter("{x:g}")
+    latency_axes.axhline(1000, color="tab:red", linestyle=":", linewidth=1)  # a SYN sent again after 1 s
     latency_axes.set_ylabel("connect time, ms")
     latency_axes.set_title("how long connecting took", fontsize="medium")
     count_axes.set_ylabel("per run")
     count_axes.set_ylim(bottom=0)
     count_axes.set_title("dropped and failed", fontsize="medium")
+    backlogs = sorted({row["backlog"] for row in rows})
+    full = {row["concurrency"] - 1 for row in rows if "concurrency" in row}  # backlog + 1 = every connection
     for axes in (latency_axes, count_axes):
-        axes.set_xscale("log", base=2)
+        axes.set_xscale("symlog", base=2, linthresh=1)  # log, with room for listen(0)
+        axes.set_xticks(backlogs, [str(backlog) for backlog in backlogs], fontsize="small")
+        axes.minorticks_off()
+        for backlog in full:
+            axes.axvline(backlog, color="0.5", linestyle="--", linewidth=1,
+                         label=f"backlog + 1 = {backlog + 1} connections" if axes is count_axes else None)
         axes.set_xlabel("listen backlog")
         axes.grid(color="0.92")
         axes.legend(loc="best", fontsize="x-small", frameon=False)
