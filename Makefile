@@ -10,8 +10,9 @@ PORT ?= 8000
 PYTEST_WORKERS ?= 2
 STUDENT_DIR ?= dist/student
 AUTOGRADED_DIR ?= dist/autograded
+BENCH_DIR ?= _build/bench
 
-.PHONY: help book test quick lint serve lab student autograde clean clean-all
+.PHONY: help book test quick lint serve lab student autograde bench clean clean-all
 
 help:
 	@echo "make book    build the HTML book, every notebook executed -> _build/html/index.html"
@@ -22,6 +23,7 @@ help:
 	@echo "make lab     open the notebooks in JupyterLab"
 	@echo "make student                     the exercises as handed out: $(STUDENT_DIR)/"
 	@echo "make autograde SUBMISSIONS=DIR   grade one folder per student -> $(AUTOGRADED_DIR)/grades.csv"
+	@echo "make bench   the full performance runs (minutes) -> $(BENCH_DIR)/*.json and *.png"
 	@echo "make clean   remove builds (make clean-all: the virtual environment too)"
 
 # The virtual environment, made again whenever requirements.txt or pyproject.toml change.
@@ -49,6 +51,11 @@ quick: $(INSTALLED)
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
+
+# The chapters measure short versions live; these are the long runs, with the machine
+# and the tools' versions written beside the figures.
+bench: $(INSTALLED)
+	$(BIN)/python -m epollbook.bench backlog --full --out $(BENCH_DIR)
 
 serve:
 	@test -f _build/html/index.html || { echo "No built book yet: run 'make book' first."; exit 1; }
