@@ -10,6 +10,9 @@ tenths of a second, and a time limit (``SECONDS`` beyond it) only catches code
 that ignores it. A ``connect()`` stuck past that limit is woken the way the
 harness wakes a blocked ``recv()``: by ``shutdown()`` of its socket, found
 among this process's descriptors through the kernel's table of sockets.
+How many connections wait in a queue the check reads from its listener's
+own ``TCP_INFO``, not from that table, which a machine that has just run a
+load test fills with tens of thousands of sockets in TIME-WAIT.
 
 Nothing may leak: the reader's code must close every socket it opened, the
 one still in SYN-SENT too. A socket still open when the call returns is
