@@ -719,13 +719,6 @@ TCP_INFO_FIELDS = (
 # What getsockopt() is asked for: more than any kernel's struct tcp_info yet (280 bytes in Linux 6.18).
 TCP_INFO_ASK = 512
 
-# The TCP states by number (include/net/tcp_states.h), as ss names them.
-TCP_STATES = {
-    1: "ESTABLISHED", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2", 6: "TIME-WAIT",
-    7: "CLOSE", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING", 12: "NEW-SYN-RECV",
-}
-
-
 @dataclasses.dataclass(frozen=True)
 class TcpInfo:
     """One reading of ``TCP_INFO``: each field of ``TCP_INFO_FIELDS``, or None where the kernel returned too few bytes.
@@ -770,7 +763,7 @@ class TcpInfo:
 
     @property
     def state_name(self):
-        """The state as ``ss`` names it ("ESTABLISHED"), or None if the kernel returned no state."""
+        """The state as ``tcp_sockets`` names it ("ESTABLISHED", "SYN_SENT"), or None if the kernel returned none."""
         return None if self.state is None else TCP_STATES.get(self.state, f"state {self.state}")
 
 
