@@ -2,6 +2,7 @@
 
     RESPONSE, PIECES                  example 5's answer, whole and as a server writing it line by line
     WAYS                              how a server writes pieces: plain send(), TCP_NODELAY, TCP_CORK, MSG_MORE, joined
+    WAYS_TOO                          those, the cork with TCP_NODELAY (BOTH), and the cork never pulled (NEVER_PULLED)
     slowly(pieces, pause)             the pieces as a slow producer yields them, *pause* seconds apart
     send_pieces(way, pieces=PIECES, *, pause=PAUSE, warm=0) -> Sent       one response on a fresh connection
     compare_ways(ways=WAYS, *, pause=PAUSE, rounds=3) -> Table             every way, paused and at once
@@ -9,7 +10,6 @@
     as_a_client_sees(target, request) -> Received                          any server's answer, counted at the client
     pipelined(count, way) -> Sent                                          several answers on one connection
     head_and_file(way, size=FILE_SIZE) -> Sent                             a head from a buffer, a file by sendfile()
-    autocorking(way="plain", rounds=3, warm=0) -> Autocorking              the setting, its counter, what it merged
 
 Some facts about TCP_CORK
 -------------------------
@@ -109,6 +109,11 @@ def _cork(sock, pieces):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)  # pulled: what is queued leaves now
 
 
+def _nodelay_and_cork(sock, pieces):
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _cork(sock, pieces)
+
+
 def _cork_never_pulled(sock, pieces):
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
     _plain(sock, pieces)
@@ -139,7 +144,9 @@ WAYS = {
 """How a server writes a response in pieces, by name: each takes ``(sock, pieces)``."""
 
 NEVER_PULLED = "TCP_CORK, never uncorked"
-WAYS_TOO = {**WAYS, NEVER_PULLED: _cork_never_pulled}
+BOTH = "TCP_NODELAY and TCP_CORK, uncork"
+WAYS_TOO = {**WAYS, BOTH: _nodelay_and_cork, NEVER_PULLED: _cork_never_pulled}
+"""``WAYS``, and two more: the cork with ``TCP_NODELAY`` set too, and the cork never pulled."""
 
 
 # -- one response, measured ---------------------------------------------------------------------------------
@@ -224,7 +231,7 @@ def measure(write, pieces=PIECES, *, way="", pause=PAUSE, warm=0, request=b""):
 
 
 def send_pieces(way, pieces=PIECES, *, pause=PAUSE, warm=0, request=b""):
-    """*pieces* written the way named *way* (a key of ``WAYS``, or ``NEVER_PULLED``), measured: a ``Sent``."""
+    """*pieces* written the way named *way* (a key of ``WAYS_TOO``), measured: a ``Sent``."""
     if way not in WAYS_TOO:
         raise ValueError(f"{way!r} is not a way this module knows; choose one of {', '.join(map(repr, WAYS_TOO))}")
     return measure(WAYS_TOO[way], pieces, way=way, pause=pause, warm=warm, request=request)
@@ -246,18 +253,20 @@ class Compared:
         counts = sorted(run.data_segments for run in runs)
         return str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]}–{counts[-1]}"
 
-    @staticmethod
-    def _median_ms(runs):
-        waits = [run.last_byte_ms for run in runs if run.last_byte_ms is not None]
-        return f"{statistics.median(waits):.2f}" if len(waits) == len(runs) else "never"
-
     def data_segments(self, paused=True):
         """The median number of data segments, paused or at once."""
         return statistics.median_low(run.data_segments for run in (self.paused if paused else self.at_once))
 
+    def last_byte_ms(self, paused=True):
+        """The median time to the last byte (ms), paused or at once; None if a run's last byte never came."""
+        waits = [run.last_byte_ms for run in (self.paused if paused else self.at_once)]
+        return None if None in waits else statistics.median(waits)
+
     def cells(self):
-        return [self.way, self._segments(self.paused), self._median_ms(self.paused),
-                self._segments(self.at_once), self._median_ms(self.at_once)]
+        def shown(wait):
+            return "never" if wait is None else f"{wait:.2f}"
+        return [self.way, self._segments(self.paused), shown(self.last_byte_ms()),
+                self._segments(self.at_once), shown(self.last_byte_ms(paused=False))]
 
 
 class Comparison(Table):
@@ -416,9 +425,3 @@ def head_and_file(way, size=FILE_SIZE, *, pause=PAUSE):
         # The pieces only pace the writer and tell the reader how much comes.
         return measure(write, [head, body], way=way, pause=pause)
 
-
-__all__ = [
-    "FILE_SIZE", "HEAD_AND_FILE", "NEVER_PULLED", "PAUSE", "PIECES", "RESPONSE", "WAIT", "WAYS", "Ceiling",
-    "Compared", "Comparison", "Received", "Sent", "as_a_client_sees", "compare_ways", "cork_ceiling", "head_and_file",
-    "measure", "pipelined", "send_pieces", "slowly",
-]
