@@ -144,3 +144,15 @@ def test_read_message_refuses_what_is_not_a_message(no_leaks):
         client.shutdown(socket.SHUT_WR)
         with pytest.raises(nagle.MessageError, match="after 2 of the body's 5 bytes"):
             nagle.read_message(server_side)
+
+
+def test_the_round_trips_plot_has_a_row_per_contender():
+    from epollbook import plots
+
+    first = nagle.alternate(2, one=lambda: None, two=lambda: None)
+    second = nagle.alternate(2, three=lambda: None)
+    figure = plots.round_trips(first, second)
+    labels = [label.get_text() for label in figure.axes[0].get_yticklabels()]
+    assert labels == ["three", "two", "one"], f"the rows, bottom to top: {labels}"
+    with pytest.raises(ValueError, match="no round trips to draw"):
+        plots.round_trips()

@@ -1,10 +1,12 @@
 """Nagle's algorithm, delayed ACKs and TCP_NODELAY, measured on this kernel.
 
     REQUEST_HEAD, BODY                     a request in two pieces: its head, then its body
-    answer_head(body)                      the head of the echo server's answer to a request with *body*
-    read_message(sock)                     one HTTP message (head and Content-Length body) from a socket, as bytes
+    request_head(body), answer_head(body)  the heads of a request carrying *body* and of the echo server's answer
+    read_message(sock), body_of(message)   one HTTP message (head and Content-Length body) from a socket, as bytes
     two_sends, one_send, gathered, more_then_last, corked       ways to send a head and a body
-    open_link(answer=two_sends, ...)       a persistent connection to an echo server in a thread: a ``Link``
+    nodelay(sock)                          TCP_NODELAY as the kernel has it: 1 or 0
+    serve_requests(conn, answer)           the echo server's loop on one connection
+    open_link(answer=one_send, ...)        a persistent connection to an echo server in a thread: a ``Link``
     alternate(rounds, **contenders)        time each contender once per round, in turn: a ``Comparison``
     paced(round_trip, pause, rounds)       time one contender with a pause before each round: a ``Series``
     accepted_options()                     which accepted sockets inherit the listener's TCP_NODELAY
@@ -52,6 +54,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import errno
 import fcntl
 import os
 import socket
@@ -446,7 +449,7 @@ def nodelay_of_accepted(server, client, timeout=2.0):
             try:
                 borrowed = borrow_socket(server.pid, fd)
             except CannotBorrow as error:
-                if error.errno == 9:  # EBADF: closed meanwhile
+                if error.errno == errno.EBADF:  # closed meanwhile
                     continue
                 raise
             with borrowed, contextlib.suppress(OSError):  # not connected: the listener, or one being closed

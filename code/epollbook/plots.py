@@ -2,6 +2,7 @@
 
     timeline(server.trace())      a server's epoll events over time, one row per connection
     growth(rows, x, columns)      how measurements grow with one of them, a panel each (chapter 3)
+    round_trips(*comparisons)     round trips of contenders measured side by side, log scale (chapter 9)
 
 Each function returns a ``matplotlib.figure.Figure``, built without pyplot:
 no backend is chosen, no figure is left open in a global list however often a
@@ -209,10 +210,10 @@ def backlog_sweep(rows, *, title=None, width=9.0):
                 values.setdefault(row["backlog"], []).append(value)
         return sorted((backlog, statistics.median(found)) for backlog, found in values.items())
 
-    figure = Figure(figsize=(width, 3.4), layout="constrained")
-    latency_axes, count_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     styles = ["-", "--", ":", "-."]
     servers = list(dict.fromkeys(row["server"] for row in rows))
+    figure = Figure(figsize=(width, 4.6 if len(servers) > 1 else 4.0), layout="constrained")
+    latency_axes, count_axes = figure.add_subplot(1, 2, 1), figure.add_subplot(1, 2, 2)
     latency_lines = [("max", "tab:red"), ("p99", "tab:orange"), ("p50", "tab:blue")]
     count_lines = [("listen_overflows", "ListenOverflows rise", "tab:gray"),
                    ("most_waiting", "most waiting in SYN-SENT", "tab:purple"),
@@ -247,16 +248,59 @@ def backlog_sweep(rows, *, title=None, width=9.0):
     count_axes.set_title("dropped and failed", fontsize="medium")
     backlogs = sorted({row["backlog"] for row in rows})
     full = {row["concurrency"] - 1 for row in rows if "concurrency" in row}  # backlog + 1 = every connection
+    labels, last = [], None
+    for backlog in backlogs:  # a label only where it has room: 99 and 128 are close on a log axis
+        roomy = last is None or last == 0 or backlog / last >= 1.3
+        labels.append(str(backlog) if roomy and backlog not in full else "")
+        last = backlog if labels[-1] else last
     for axes in (latency_axes, count_axes):
-        axes.set_xscale("symlog", base=2, linthresh=1)  # log, with room for listen(0)
-        axes.set_xticks(backlogs, [str(backlog) for backlog in backlogs], fontsize="small")
+        if 0 in backlogs:
+            axes.set_xscale("symlog", base=2, linthresh=1)  # log, with room for listen(0)
+        else:
+            axes.set_xscale("log", base=2)
+        axes.set_xticks(backlogs, labels, fontsize="small")
         axes.minorticks_off()
         for backlog in full:
             axes.axvline(backlog, color="0.5", linestyle="--", linewidth=1,
                          label=f"backlog + 1 = {backlog + 1} connections" if axes is count_axes else None)
         axes.set_xlabel("listen backlog")
         axes.grid(color="0.92")
-        axes.legend(loc="best", fontsize="x-small", frameon=False)
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize="x-small", frameon=False)
+    if title:
+        figure.suptitle(title)
+    _show_in_notebooks()
+    return figure
+
+
+def round_trips(*comparisons, title=None, width=9.0):
+    """Draw the round trips of ``nagle.alternate`` comparisons, one row per contender, on a log scale; a ``Figure``.
+
+    Each round is a dot, each contender's median a vertical bar, its first
+    round (kept apart) a hollow circle. Contenders of several *comparisons*
+    share one axis, top to bottom in the order given. Raises ``ValueError``
+    if there is nothing to draw.
+    """
+    from matplotlib.ticker import FuncFormatter
+
+    rows = [series for comparison in comparisons for series in comparison.series.values()]
+    if not rows:
+        raise ValueError("there are no round trips to draw: give the Comparison that nagle.alternate() returned")
+    figure = Figure(figsize=(width, 0.45 * len(rows) + 1.0), layout="constrained")
+    axes = figure.add_subplot()
+    for number, series in enumerate(reversed(rows)):
+        times = [t * 1e3 for t in series.times]
+        axes.scatter(times, [number] * len(times), s=14, color="tab:blue", alpha=0.6,
+                     label="a round" if number == 0 else None)
+        axes.scatter([series.first * 1e3], [number], s=40, facecolors="none", edgecolors="tab:gray",
+                     label="first round" if number == 0 else None)
+        axes.plot([series.median * 1e3] * 2, [number - 0.3, number + 0.3], color="tab:red", linewidth=2,
+                  label="median" if number == 0 else None)
+    axes.set_yticks(range(len(rows)), [series.name for series in reversed(rows)])
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.1, 1, 10: not 10^-1
+    axes.set_xlabel("round trip (ms, log scale)")
+    axes.grid(axis="x", color="0.92")
+    axes.legend(loc="lower right", fontsize="small", frameon=False)
     if title:
         figure.suptitle(title)
     _show_in_notebooks()
