@@ -84,9 +84,10 @@ def test_latency_is_median_99th_percentile_and_most_by_nearest_rank():
 
 
 @pytest.mark.quick
-@pytest.mark.parametrize("arguments", [{"backlogs": ()}, {"backlogs": (-1,)}, {"seconds": 0}, {"seconds": 1.5}])
+@pytest.mark.parametrize("arguments", [{"backlogs": ()}, {"backlogs": (-1,)}, {"seconds": 0}, {"seconds": 1.5},
+                                       {"seconds": None, "requests": 99}])
 def test_a_sweep_that_cannot_run_is_refused_before_any_server_starts(arguments):
-    with pytest.raises(ValueError, match=r"backlogs must be|whole seconds"):
+    with pytest.raises(ValueError, match=r"backlogs must be|whole seconds|as many requests as connections"):
         bench.backlog_sweep(**{"backlogs": (1,), **arguments})
 
 
@@ -94,8 +95,8 @@ def test_a_sweep_that_cannot_run_is_refused_before_any_server_starts(arguments):
 
 
 def test_each_backlog_gives_one_row_with_every_field(sweep):
-    assert [(row.server, row.backlog, row.concurrency, row.round) for row in sweep] == [
-        ("example2", 1, 100, 1), ("example2", 128, 100, 1)]
+    assert [(row.server, row.backlog, row.concurrency, row.round, row.mode) for row in sweep] == [
+        ("example2", 1, 100, 1, "time"), ("example2", 128, 100, 1, "time")]
     for row in sweep:
         assert row.requests > 0, f"no request completed: {row}"
         assert row.seconds > 0 and row.listen_overflows >= 0, row
@@ -113,7 +114,7 @@ def test_each_backlog_gives_one_row_with_every_field(sweep):
 def test_every_request_ab_completed_has_its_timings():
     need_tool("ab")
     with no_server_left_running(), serve("level") as server:
-        run = bench.run_ab(server, seconds=1, most=500)
+        run = bench.run_ab(server, requests=500)  # ab -n 500, as the article runs it
     assert not run.gave_up, run.report
     assert run.requests == 500 and 0 <= run.failed <= 500, run.report
     assert len(run.connect_ms) == len(run.total_ms) == run.requests, (
@@ -149,13 +150,16 @@ def test_the_picture_draws_rows_read_back_from_json_and_runs_ab_gave_up(sweep, t
 
 def test_the_command_line_writes_json_and_png_and_prints_a_table(tmp_path, monkeypatch, capsys):
     need_tool("ab")
-    tiny = {**bench.BACKLOG_PRESETS["short"], "backlogs": (128,), "seconds": 1}
-    monkeypatch.setitem(bench.BACKLOG_PRESETS, "short", tiny)  # the command line itself, in a second
+    tiny = {"backlog": {**bench.BACKLOG_PRESETS["short"]["backlog"], "backlogs": (128,), "seconds": 1},
+            "backlog-count": {"backlogs": (99,), "servers": ("example2",), "seconds": None, "requests": 200,
+                              "rounds": 1}}
+    monkeypatch.setitem(bench.BACKLOG_PRESETS, "short", tiny)  # the command line itself, in a second or two
     with no_server_left_running():
         assert bench.main(["backlog", "--out", str(tmp_path), "--server", "level"]) == 0
     printed = capsys.readouterr().out
     assert "backlog" in printed and "level" in printed and "wrote" in printed, printed
-    result = bench.read_result(tmp_path / "backlog.json")
-    assert [row["server"] for row in result["rows"]] == ["level"], result["rows"]
-    assert result["parameters"]["preset"] == "short", result["parameters"]
-    assert (tmp_path / "backlog.png").read_bytes().startswith(PNG_SIGNATURE)
+    for name, mode in (("backlog", "time"), ("backlog-count", "count")):
+        result = bench.read_result(tmp_path / f"{name}.json")
+        assert [(row["server"], row["mode"]) for row in result["rows"]] == [("level", mode)], result["rows"]
+        assert result["parameters"]["preset"] == "short", result["parameters"]
+        assert (tmp_path / f"{name}.png").read_bytes().startswith(PNG_SIGNATURE), name

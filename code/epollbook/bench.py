@@ -17,18 +17,19 @@ What ab shows of a listen backlog, and what it hides
 ``ab -c 100`` opens 100 connections at once. The kernel completes handshakes
 without the server, until backlog + 1 connections wait for ``accept()``; it
 drops the SYNs beyond that (``ListenOverflows`` counts them), and each client
-whose SYN was dropped sends it again after 1 s, then 3 s more, then 7 s more.
+whose SYN was dropped sends it again 1 s, 3 s, 7 s, ... after the first.
 A dropped SYN therefore costs its client a second: in ab's numbers it shows
 as a connect time of 1000 ms or more, and only if the run lasts long enough
 for the SYN to be sent again. A run shorter than a second never sees it: ab
 finishes its requests on the connections that got in and leaves the others
 unfinished, unreported. So each run here lasts a fixed time (``ab -t``), the
-same for every backlog, and counts the connections that took a second.
+same for every backlog, counts the connections that took a second, and
+samples how many of ab's clients wait for an answer to their SYN meanwhile.
 
 A connection can also be dropped later: the client's last ACK of the handshake
 finds the queue full. The client then believes it is connected and sends its
 request into a connection the server has not got; it is completed when a
-retransmission finds room, or never. When every one of ab's connections waits
+retransmission finds room, if one does before the client gives up. When every one of ab's connections waits
 like that, or for a SYN sent again, ab sees nothing happen: after
 ``gave_up_after`` seconds it stops the run and reports only how many requests
 it completed. Such a row says so (``gave_up``) rather than disappear.
@@ -91,23 +92,27 @@ def _nearest_rank(ordered, fraction):
 class BacklogRow:
     """One ab run of *concurrency* connections at a time against one server listening with one backlog.
 
-    ``requests`` ab completed in the run (``failed`` of them failed, by ab's
-    count: a reset, a short or wrong answer); ``slow_connects`` of them took
-    ``SLOW_CONNECT_MS`` or more to connect. ``most_waiting`` is the most of
-    ab's connections seen waiting for an answer to their SYN (``SYN-SENT``),
-    sampled every quarter of a second (None without ``ss``): those are not in
-    ab's numbers until they get in. ``listen_overflows`` is how much
-    the kernel's ``ListenOverflows`` counter rose during the run: at least
-    that many times a connection found this queue full (other programs on the
-    machine move it too). ``gave_up`` is True when ab stopped the run because
-    nothing happened on any connection for a while; then it reported only
-    ``requests``, and the other measures are None.
+    ``mode`` is "time" for a run of a fixed time (``ab -t``), "count" for a
+    run until a number of requests is done (``ab -n``, the article's way);
+    ``seconds`` is how long the run took. ``requests`` ab completed (``failed``
+    of them failed, by ab's count: a reset, a short or wrong answer);
+    ``slow_connects`` of them took ``SLOW_CONNECT_MS`` or more to connect.
+    ``most_waiting`` is the most of ab's connections seen waiting for an
+    answer to their SYN (``SYN-SENT``), sampled every quarter of a second
+    (None without ``ss``): ab's numbers leave them out until they get in.
+    ``listen_overflows`` is how much the kernel's ``ListenOverflows`` counter
+    rose during the run; it counts for the whole machine, so another program's
+    full queue would add to it. ``gave_up`` is True when ab stopped the run
+    because nothing happened on any of its connections for a while: then ab
+    reported only ``requests``, and ``failed``, ``requests_per_second``, the
+    latencies and ``slow_connects`` are None.
     """
 
     server: str
     backlog: int
     concurrency: int
     round: int
+    mode: str
     requests: int
     failed: int | None
     requests_per_second: float | None
@@ -180,23 +185,30 @@ def parse_ab_timings(text):
     return connect, total
 
 
-def run_ab(target, *, seconds, concurrency=100, most=1_000_000, gave_up_after=5):
-    """Run ``ab -t seconds -c concurrency`` on *target* (at most *most* requests); return an ``AbRun``.
+def run_ab(target, *, seconds=None, requests=1_000_000, concurrency=100, gave_up_after=5, deadline=None):
+    """Run ab on *target*, *concurrency* connections at a time; return an ``AbRun``.
 
-    ab stops the run by itself if nothing at all happens on its connections for
+    With *seconds* (whole), ``ab -t``: the run lasts that long, or until
+    *requests* are done. Without, ``ab -n requests`` as the article runs it:
+    until ab has completed *requests*, however long the last ones take. Either
+    way ab stops by itself if nothing at all happens on its connections for
     *gave_up_after* seconds (its ``-s``); the run is then ``gave_up``. Resets
-    count as failed requests (``-r``) rather than end the run. The whole run
-    is killed if it lasts *seconds* + *gave_up_after* + 30 s. Raises
-    ``ToolMissing`` without ab, ``RuntimeError`` with ab's own words if it fails
-    otherwise.
+    count as failed requests (``-r``) rather than end the run. The run is
+    killed after *deadline* seconds (default: *seconds* + *gave_up_after* +
+    30, or 120 without *seconds*). Raises ``ToolMissing`` without ab,
+    ``RuntimeError`` with ab's own words if it fails otherwise, and
+    ``subprocess.TimeoutExpired`` after the deadline.
     """
     program = clients.require_tool("ab")
+    if deadline is None:
+        deadline = 120 if seconds is None else seconds + gave_up_after + 30
     with tempfile.TemporaryDirectory(prefix="epollbook-ab-") as directory:
         timings = pathlib.Path(directory, "timings.tsv")
         # -t first: it sets -n to 50000, which the -n after it overrides.
-        command = [program, "-r", "-t", str(seconds), "-n", str(most), "-c", str(concurrency),
+        limit = [] if seconds is None else ["-t", str(seconds)]
+        command = [program, "-r", *limit, "-n", str(requests), "-c", str(concurrency),
                    "-s", str(gave_up_after), "-g", str(timings), clients.url_of(target)]
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=seconds + gave_up_after + 30)
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=deadline)
         gave_up = finished.returncode != 0 and "timeout specified has expired" in finished.stderr
         if finished.returncode != 0 and not gave_up:
             said = finished.stderr.strip() or finished.stdout.strip()
@@ -251,32 +263,45 @@ BACKLOG_PRESETS = {
     # The chapter's, at build time, about 9 s: runs of 2 s, since in 1 s the SYNs sent again after 1 s come too late
     # to be seen. 1 is the article's listen(1); 32 is under its 50; 64 is over it and still under ab's 100; 128 holds
     # all of ab's connections.
-    "short": {"backlogs": (1, 32, 64, 128), "servers": ("example2",), "seconds": 2, "rounds": 1},
-    # make bench, about 90 s: both sides of 99 (a queue of backlog + 1 = 100 holds all of ab's connections), the
-    # blocking example 2 and the corrected epoll server, runs of 3 s (a SYN sent again a second time, 3 s after the
-    # first), two rounds.
-    "full": {"backlogs": (1, 8, 32, 64, 96, 99, 128), "servers": ("example2", "level"), "seconds": 3, "rounds": 2},
+    "short": {
+        "backlog": {"backlogs": (1, 32, 64, 128), "servers": ("example2",), "seconds": 2, "rounds": 1},
+    },
+    # make bench, about two minutes. Timed: both sides of 99 (a queue of backlog + 1 = 100 holds all of ab's
+    # connections), the blocking example 2 and the corrected epoll server, runs of 3 s (long enough for a SYN sent
+    # again a second time, 3 s after the first), two rounds. Counted: ab -n as the article runs it, where the last
+    # requests wait for SYNs sent again, and ab may give up.
+    "full": {
+        "backlog": {"backlogs": (1, 8, 32, 64, 99, 128), "servers": ("example2", "level"), "seconds": 3,
+                    "rounds": 2},
+        "backlog-count": {"backlogs": (1, 32, 48, 64, 128), "servers": ("example2",), "seconds": None,
+                          "requests": 20_000, "rounds": 2},
+    },
 }
 
 
-def backlog_sweep(backlogs=BACKLOG_PRESETS["short"]["backlogs"], *, server="example2", seconds=2,
+def backlog_sweep(backlogs=BACKLOG_PRESETS["short"]["backlog"]["backlogs"], *, server="example2", seconds=2,
                   requests=1_000_000, concurrency=100, rounds=1, gave_up_after=5, options=()):
-    """Load *server* with ``ab -c concurrency`` for *seconds*, once per backlog in *backlogs*; return ``[BacklogRow]``.
+    """Load *server* with ``ab -c concurrency`` once per backlog in *backlogs*; return ``[BacklogRow]``.
 
     Each run starts the server afresh, listening with that backlog (options
     *options* go to its command line), runs ab for *seconds* whole seconds
-    (at most *requests* requests), and stops the server, whatever happened.
-    With *rounds* above 1 the whole sweep runs that many times, one backlog
-    after another each round, so that a slow moment of the machine falls on
-    all of them; rows come in the order they were measured. The kernel's
-    ``ListenOverflows`` counter is read before and after each run. Raises
-    ``clients.ToolMissing`` if ab is not installed, ``ValueError`` for a
-    backlog below 0 or seconds below 1.
+    (at most *requests* requests) or, with *seconds* None, until ab has
+    completed *requests* (``ab -n``, the article's way), and stops the server,
+    whatever happened. With *rounds* above 1 the whole sweep runs that many
+    times, one backlog after another each round, so that a slow moment of the
+    machine falls on all of them; rows come in the order they were measured.
+    The kernel's ``ListenOverflows`` counter is read before and after each
+    run. Raises ``clients.ToolMissing`` if ab is not installed, ``ValueError``
+    for a backlog below 0, seconds that are not whole and at least 1, or
+    fewer requests than connections.
     """
     if any(backlog < 0 for backlog in backlogs) or not backlogs:
         raise ValueError(f"backlogs must be whole numbers of 0 or more, at least one; got {backlogs!r}")
-    if seconds < 1 or int(seconds) != seconds:
-        raise ValueError(f"ab runs for whole seconds, at least 1; got {seconds!r}")
+    if seconds is not None and (seconds < 1 or int(seconds) != seconds):
+        raise ValueError(f"ab runs for whole seconds, at least 1 (or None: until the requests are done); "
+                         f"got {seconds!r}")
+    if requests < concurrency:
+        raise ValueError(f"ab needs at least as many requests as connections; got {requests} for {concurrency}")
     clients.require_tool("ab")
     rows = []
     for round_number in range(1, rounds + 1):
@@ -285,12 +310,13 @@ def backlog_sweep(backlogs=BACKLOG_PRESETS["short"]["backlogs"], *, server="exam
                 before = probes.netstat_counters()["ListenOverflows"]
                 started = time.monotonic()
                 with WaitingToConnect(running.port) as waiting:
-                    run = run_ab(running, seconds=int(seconds), concurrency=concurrency, most=requests,
-                                 gave_up_after=gave_up_after)
+                    run = run_ab(running, seconds=None if seconds is None else int(seconds), requests=requests,
+                                 concurrency=concurrency, gave_up_after=gave_up_after)
                 elapsed = time.monotonic() - started
                 overflows = probes.netstat_counters()["ListenOverflows"] - before
             rows.append(BacklogRow(
                 server=server, backlog=backlog, concurrency=concurrency, round=round_number,
+                mode="count" if seconds is None else "time",
                 requests=run.requests, failed=run.failed, requests_per_second=run.requests_per_second,
                 connect_ms=Latency.of(run.connect_ms), total_ms=Latency.of(run.total_ms),
                 slow_connects=None if run.gave_up else sum(ms >= SLOW_CONNECT_MS for ms in run.connect_ms),
@@ -300,19 +326,30 @@ def backlog_sweep(backlogs=BACKLOG_PRESETS["short"]["backlogs"], *, server="exam
 
 
 def backlog_sweep_preset(preset="short", servers=None):
-    """Run the sweep *preset* ("short" or "full") on its servers, or on *servers*; return ``(parameters, rows)``."""
+    """Run the sweeps of *preset* ("short" or "full"), on their servers or on *servers*.
+
+    Returns ``[(name, parameters, rows)]``, one per sweep of the preset: the
+    timed sweep ``backlog`` and, in the full preset, ``backlog-count``. The
+    servers take turns within each round. Raises ``ValueError`` for an
+    unknown preset.
+    """
     try:
-        parameters = dict(BACKLOG_PRESETS[preset])
+        sweeps = BACKLOG_PRESETS[preset]
     except KeyError:
         raise ValueError(f"there is no preset {preset!r}: the presets are {', '.join(BACKLOG_PRESETS)}") from None
-    if servers:
-        parameters["servers"] = tuple(servers)
-    parameters.update(preset=preset, concurrency=100)
-    rows = []
-    for server in parameters["servers"]:
-        rows += backlog_sweep(parameters["backlogs"], server=server, seconds=parameters["seconds"],
-                              rounds=parameters["rounds"], concurrency=parameters["concurrency"])
-    return parameters, rows
+    results = []
+    for name, chosen in sweeps.items():
+        parameters = {"requests": 1_000_000, **chosen, "preset": preset, "concurrency": 100}
+        if servers:
+            parameters["servers"] = tuple(servers)
+        rows = []
+        for round_number in range(1, parameters["rounds"] + 1):
+            for server in parameters["servers"]:
+                measured = backlog_sweep(parameters["backlogs"], server=server, seconds=parameters["seconds"],
+                                         requests=parameters["requests"], concurrency=parameters["concurrency"])
+                rows += [dataclasses.replace(row, round=round_number) for row in measured]
+        results.append((name, parameters, rows))
+    return results
 
 
 # -- the shared writer ---------------------------------------------------------------------------------------
@@ -390,19 +427,25 @@ def _run_backlog(arguments):
     from epollbook import plots
 
     started = environment(("ab",), BACKLOG_SETTINGS)
-    parameters, rows = backlog_sweep_preset("full" if arguments.full else "short", arguments.server)
-    return rows, write_result("backlog", parameters, rows, figure=plots.backlog_sweep(rows), out=arguments.out,
-                              started=started)
+    every_row, written = [], []
+    for name, parameters, rows in backlog_sweep_preset("full" if arguments.full else "short", arguments.server):
+        title = f"ab -c {parameters['concurrency']}, " + (
+            f"{parameters['seconds']} s a run" if parameters["seconds"] else f"-n {parameters['requests']}")
+        written += write_result(name, parameters, rows, figure=plots.backlog_sweep(rows, title=title),
+                                out=arguments.out, started=started)
+        every_row += rows
+    return every_row, written
 
 
 def _summary_backlog(rows):
-    lines = [f"{'server':<10} {'backlog':>7} {'requests':>8} {'failed':>6} {'connect p50/p99/max ms':>23} "
-             f"{'>= 1 s':>6} {'waiting':>7} {'overflows':>9}"]
+    lines = [f"{'mode':<5} {'server':<10} {'backlog':>7} {'requests':>8} {'failed':>6} "
+             f"{'connect p50/p99/max ms':>23} {'>= 1 s':>6} {'waiting':>7} {'overflows':>9} {'seconds':>7}"]
     for row in rows:
         latency = "/".join("-" if value is None else str(value) for value in dataclasses.astuple(row.connect_ms))
         note = "  ab gave up" if row.gave_up else ""
-        lines.append(f"{row.server:<10} {row.backlog:>7} {row.requests:>8} {_dash(row.failed):>6} {latency:>23} "
-                     f"{_dash(row.slow_connects):>6} {_dash(row.most_waiting):>7} {row.listen_overflows:>9}{note}")
+        lines.append(f"{row.mode:<5} {row.server:<10} {row.backlog:>7} {row.requests:>8} {_dash(row.failed):>6} "
+                     f"{latency:>23} {_dash(row.slow_connects):>6} {_dash(row.most_waiting):>7} "
+                     f"{row.listen_overflows:>9} {row.seconds:>7.2f}{note}")
     return "\n".join(lines)
 
 
