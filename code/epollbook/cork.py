@@ -33,8 +33,13 @@ A cork that is never pulled does not hold for ever. The tcp(7) manual says
 zero-window probe timer, armed when bytes wait in the queue and nothing is in
 flight, for the connection's retransmission timeout (at least 200 ms:
 ``tcp_probe0_base()`` in include/net/tcp.h). A connection whose timeout has
-grown waits longer, and a probe that finds the timer already running waits
-for that one: the ceiling is a floor of 200 ms, not an exact figure.
+grown waits longer, and if another timer of the connection is pending (bytes
+in flight wait for their retransmission timer), the probe timer is not armed
+and the bytes wait for that one: 200 ms is a floor, not an exact figure.
+
+Pulling the cork sends what is queued as Nagle's algorithm allows: on a
+connection whose last small segment is still unacknowledged, a pulled cork
+still waits for that acknowledgement, unless ``TCP_NODELAY`` is set too.
 
 Linux also corks by itself: with ``net.ipv4.tcp_autocorking`` on (the
 default since 3.14), a small ``send()`` is held back while an earlier segment
