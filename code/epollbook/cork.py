@@ -4,11 +4,12 @@
     WAYS                              how a server writes pieces: plain send(), TCP_NODELAY, TCP_CORK, MSG_MORE, joined
     WAYS_TOO                          those, the cork with TCP_NODELAY (BOTH), and the cork never pulled (NEVER_PULLED)
     slowly(pieces, pause)             the pieces as a slow producer yields them, *pause* seconds apart
-    send_pieces(way, pieces=PIECES, *, pause=PAUSE, warm=0) -> Sent       one response on a fresh connection
-    compare_ways(ways=WAYS, *, pause=PAUSE, rounds=3) -> Table             every way, paused and at once
+    measure(write, pieces, *, way, pause, warm, request) -> Sent         any ``write(sock, pieces)``, measured
+    send_pieces(way, pieces=PIECES, *, pause=PAUSE, warm=0) -> Sent       one response, written the way named
+    compare_ways(ways=WAYS, *, pause=PAUSE, rounds=3) -> Comparison        every way, paused and at once: a table
     cork_ceiling(rounds=7) -> Ceiling                                      a cork never pulled: when the bytes leave
     as_a_client_sees(target, request) -> Received                          any server's answer, counted at the client
-    pipelined(count, way) -> Sent                                          several answers on one connection
+    pipelined(way, count=3) -> Sent                                        several answers on one connection
     head_and_file(way, size=FILE_SIZE) -> Sent                             a head from a buffer, a file by sendfile()
 
 Some facts about TCP_CORK
