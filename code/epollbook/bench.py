@@ -356,12 +356,24 @@ def backlog_sweep_preset(preset="short", servers=None):
 
 
 def tool_version(program):
-    """The version line a tool prints of itself (``ab -V``, ``wrk --version``), or None if it is not installed."""
+    """The version line a tool prints of itself (``ab -V``, ``wrk --version``), or None if it is not installed.
+
+    Where dpkg knows the tool's package, its version follows in brackets: ab
+    has said "Version 2.3" through many releases of apache2-utils.
+    """
     flag = {"ab": "-V", "wrk": "--version"}.get(program, "--version")
     with contextlib.suppress(clients.ToolMissing, OSError, subprocess.TimeoutExpired):
         finished = subprocess.run([clients.require_tool(program), flag], capture_output=True, text=True, timeout=10)
         said = (finished.stdout + finished.stderr).strip()
-        return said.splitlines()[0] if said else None
+        if not said:
+            return None
+        package = clients.DEBIAN_PACKAGES.get(program)
+        if package and shutil.which("dpkg-query"):
+            asked = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                                   timeout=10)
+            if asked.returncode == 0 and asked.stdout.strip():
+                return f"{said.splitlines()[0]} ({package} {asked.stdout.strip()})"
+        return said.splitlines()[0]
     return None
 
 
