@@ -47,14 +47,27 @@ def test_listener_drops_read_from_what_ss_prints():
     assert backlog.parse_listener_drops("LISTEN 0 5 127.0.0.1:80 0.0.0.0:*\n") is None
 
 
+@pytest.mark.quick
+def test_server_states_read_from_what_ss_prints():
+    sample = ("State    Recv-Q Send-Q Local Address:Port  Peer Address:Port Process\n"
+              "LISTEN   0      0          127.0.0.1:44555      0.0.0.0:*\n"
+              "SYN-RECV 0      0          127.0.0.1:44555    127.0.0.1:55094\n"
+              "ESTAB    0      0          127.0.0.1:44555    127.0.0.1:58814\n"
+              "ESTAB    0      0          127.0.0.1:58814    127.0.0.1:44555\n")
+    assert backlog.parse_ss_states(sample, 44555) == {55094: "SYN-RECV", 58814: "ESTABLISHED"}
+
+
 # -- live ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("size", [0, 1, 2, 5])
 def test_backlog_plus_one_connections_complete_before_any_accept(size):
     fill = backlog.fill_queue(size, extra=2)
-    assert fill.completed == size + 1, f"listen({size}): {fill.completed} of {fill.clients} clients completed"
     assert fill.waiting == size + 1, f"listen({size}): the kernel shows {fill.waiting} waiting for accept()"
+    # The clients' own view: at least those; more only if a loaded machine let a last ACK meet a full queue (the
+    # client then believes it is connected; chapter 7 shows it), which never made the queue hold more.
+    assert size + 1 <= fill.completed <= fill.clients - 1, \
+        f"listen({size}): {fill.completed} of {fill.clients} clients completed their connect()"
 
 
 @pytest.mark.parametrize("size", [0, 3])

@@ -5,7 +5,10 @@
     retries(accept_after=(0.5, 1.5))       a ``Retry`` per client whose SYN was dropped: when its connect() got through
     half_open(clients=2, free_at=0.5)      a ``HalfOpen``: clients that believe they are connected, and the server
     syn_retransmission_times(retries, linear)   when a client sends its SYN again, by the kernel's settings
+    proc_net_tcp_lines(port)               the listener's line of /proc/net/tcp, as the kernel wrote it
+    listener_view(port)                    its queue, backlog and own drop count, as ``ss -ltnm`` shows them
     listener_drops(port)                   how many SYNs and handshakes this listener dropped (``ss -ltnm``'s ``d``)
+    tcp_state(sock), server_states(port)   the TCP state of our socket (TCP_INFO); of the server's ends (ss)
     applied_backlog(asked)                 the backlog the kernel applies to ``listen(asked)`` (``ss``'s Send-Q)
     python_defaults()                      a ``Default`` per Python API: what it asks for, and what the kernel applied
     ACCEPT_QUEUE_SETTINGS                  the kernel settings that shape the queue, to read with ``probes.sysctl``
@@ -155,15 +158,53 @@ def connect_outcome(sock):
     return "connected" if error == 0 else errno.errorcode.get(error, str(error))
 
 
-def client_states(port, socks):
-    """``{client's local port: TCP state}`` of *socks*, clients of 127.0.0.1:*port*, as ``/proc/net/tcp`` lists them."""
-    mine = {sock.getsockname()[1] for sock in socks}
-    return {found.local[1]: _state(found) for found in probes.tcp_sockets(port)
-            if found.remote[1] == port and found.local[1] in mine}
+def tcp_state(sock):
+    """The TCP state of our own socket *sock* as its kernel holds it (``'SYN-SENT'``), from ``TCP_INFO``.
+
+    The state is the first byte of ``struct tcp_info``: one ``getsockopt()``,
+    where finding the socket in ``/proc/net/tcp`` means reading the whole table
+    (slow on a machine that has just run a load test: every connection it made
+    lingers there in ``TIME-WAIT`` for a minute).
+    """
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    return probes.TCP_STATES.get(state, str(state)).replace("_", "-")
+
+
+def client_states(socks):
+    """``{client's local port: TCP state}`` for each of our client sockets *socks* (``tcp_state``)."""
+    return {sock.getsockname()[1]: tcp_state(sock) for sock in socks}
+
+
+_SS_STATES = {"ESTAB": "ESTABLISHED"}  # ss's abbreviation; its other names are the kernel's, with dashes
+
+
+def parse_ss_states(text, port):
+    """``{peer's port: state}`` of the sockets with local port *port* in what ``ss -tan`` prints, LISTEN left out."""
+    states = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[0] in ("State", "LISTEN"):
+            continue
+        local_port, peer_port = (field.rpartition(":")[2] for field in fields[3:5])
+        if local_port == str(port) and peer_port.isdigit():
+            states[int(peer_port)] = _SS_STATES.get(fields[0], fields[0])
+    return states
 
 
 def server_states(port):
-    """``{client's port: TCP state}`` of the server's ends of connections to *port* (not the listener)."""
+    """``{client's port: TCP state}`` of the server's ends of connections to *port* (the listener left out).
+
+    Half-open connections show as ``SYN-RECV``; a connection completed from a
+    SYN cookie has no record until it is completed, so it is not there at all.
+    Read with ``ss`` (one quick netlink query), or from ``/proc/net/tcp``
+    without it.
+    """
+    if shutil.which("ss"):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            finished = subprocess.run(["ss", "-tan", f"( sport = :{port} )"], capture_output=True, text=True,
+                                      timeout=10)
+            if finished.returncode == 0:
+                return parse_ss_states(finished.stdout, port)
     return {found.remote[1]: _state(found) for found in probes.tcp_sockets(port)
             if found.local[1] == port and _state(found) != "LISTEN"}
 
@@ -177,6 +218,35 @@ def parse_listener_drops(text):
     return int(match[1]) if match else None
 
 
+@dataclasses.dataclass(frozen=True)
+class ListenerView:
+    """A listening socket as ``ss -ltnm`` shows it: its queue, its backlog and its own drop count."""
+
+    waiting: int        # connections waiting for accept() (Recv-Q)
+    backlog: int        # the backlog the kernel applies (Send-Q)
+    drops: int | None   # SYNs and handshakes it dropped since it listens (skmem's d); None if not shown
+
+
+def listener_view(port):
+    """How the socket listening on 127.0.0.1:*port* looks to ``ss -ltnm``: a ``ListenerView``.
+
+    One quick netlink query, where ``probes.listen_queue`` also reads the whole
+    of ``/proc/net/tcp``. Returns None without ``ss``, when it fails, or when
+    nothing listens there.
+    """
+    if not shutil.which("ss"):
+        return None
+    try:
+        finished = subprocess.run(["ss", "-ltnm", f"( sport = :{port} )"], capture_output=True, text=True,
+                                  timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    queues = [queue for queue in probes.parse_ss_listening(finished.stdout) if queue.port == port]
+    if finished.returncode != 0 or len(queues) != 1:
+        return None
+    return ListenerView(queues[0].waiting, queues[0].backlog, parse_listener_drops(finished.stdout))
+
+
 def listener_drops(port):
     """How many SYNs and completed handshakes the socket listening on 127.0.0.1:*port* has dropped since it listens.
 
@@ -184,20 +254,30 @@ def listener_drops(port):
     ``ss -ltnm`` prints as ``d``: unlike ``ListenOverflows``, no other program
     moves it. Returns None without ``ss`` or when it fails.
     """
-    if not shutil.which("ss"):
-        return None
-    try:
-        finished = subprocess.run(["ss", "-ltnm", f"( sport = :{port} )"], capture_output=True, text=True,
-                                  timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return parse_listener_drops(finished.stdout) if finished.returncode == 0 else None
+    view = listener_view(port)
+    return None if view is None else view.drops
+
+
+def proc_net_tcp_lines(port):
+    """The header of ``/proc/net/tcp`` and the line of the socket listening on *port*, as the kernel wrote them.
+
+    In that line ``rx_queue`` (after the colon in ``tx_queue:rx_queue``, in hex)
+    is the number of connections waiting for ``accept()``. Raises
+    ``LookupError`` if nothing listens on *port*.
+    """
+    with open("/proc/net/tcp") as table:
+        header, *lines = table.read().splitlines()
+    # A listener's line: local address with the port in hex, remote 00000000:0000, state 0A (LISTEN).
+    found = [line for line in lines if f":{port:04X} 00000000:0000 0A " in line]
+    if not found:
+        raise LookupError(f"nothing listens on port {port} in /proc/net/tcp")
+    return "\n".join([header.rstrip(), *(line.rstrip() for line in found)])
 
 
 def applied_backlog(asked):
     """The backlog the kernel applies when a socket calls ``listen(asked)``: ``ss``'s Send-Q (None without ss)."""
     with listening(asked) as listener:
-        return probes.listen_queue(listener.getsockname()[1], HOST).backlog
+        return _applied(listener)
 
 
 def syn_retransmission_times(retries, linear=0, initial=1.0):
@@ -238,7 +318,7 @@ class Fill:
     completed: int        # of them, those whose connect() completed
     syn_sent: int         # of them, those still in SYN-SENT: their SYN was dropped
     refused: int          # of them, those refused (ECONNREFUSED): none, on Linux
-    waiting: int          # connections in the accept queue, read from /proc/net/tcp (the listener's rx_queue)
+    waiting: int          # connections in the accept queue, from ss (Recv-Q; /proc/net/tcp's rx_queue without ss)
     applied: int | None   # the backlog as the kernel holds it, from ss (Send-Q); None without ss
     drops: int | None     # the listener's own drop count, from ss -ltnm; None without ss
 
@@ -268,11 +348,13 @@ def fill_queue(backlog, extra=2, settle=0.1):
         while time.monotonic() < deadline:
             time.sleep(0.01)
         outcomes = [connect_outcome(sock) for sock in socks]
-        states = client_states(port, socks)
-        queue = probes.listen_queue(port, HOST)
+        states = client_states(socks)
+        view = listener_view(port)
+        if view is None:  # no ss: the waiting count from /proc/net/tcp, the rest unknown
+            view = ListenerView(probes.listen_queue(port, HOST).waiting, None, None)
         return Fill(backlog, len(socks), outcomes.count("connected"),
                     sum(state == "SYN-SENT" for state in states.values()), outcomes.count("ECONNREFUSED"),
-                    queue.waiting, queue.backlog, listener_drops(port))
+                    view.waiting, view.backlog, view.drops)
 
 
 def fill_table(backlogs=(0, 1, 2, 5), extra=2):
@@ -319,8 +401,7 @@ def retries(accept_after=(0.5, 1.5), timeout=5.0):
         look_at = 0.25
         while pending and (now := time.monotonic() - started) < timeout:
             if seen[0] is None and now >= look_at:
-                for number, (sock, port) in enumerate(zip(socks, ports, strict=True)):
-                    seen[number] = client_states(port, [sock]).get(sock.getsockname()[1], "gone")
+                seen = [tcp_state(sock) for sock in socks]
             while to_accept and now >= to_accept[0][0]:
                 _, number = to_accept.pop(0)
                 connection, _ = listeners[number].accept()  # the one waiting: room for one more
@@ -468,7 +549,8 @@ DEFAULT_COLUMNS = ("Python", "asks for", "backlog the kernel applied (ss)")
 
 
 def _applied(sock):
-    return probes.listen_queue(sock.getsockname()[1], HOST).backlog
+    view = listener_view(sock.getsockname()[1])
+    return None if view is None else view.backlog
 
 
 def _asyncio_default():
