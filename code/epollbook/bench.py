@@ -51,8 +51,9 @@ import sys
 import tempfile
 import threading
 import time
+from typing import NamedTuple
 
-from epollbook import clients, probes
+from epollbook import catalog, clients, probes
 from epollbook.launch import serve
 
 DEFAULT_OUT = pathlib.Path("_build/bench")
@@ -94,9 +95,11 @@ class BacklogRow:
 
     ``mode`` is "time" for a run of a fixed time (``ab -t``), "count" for a
     run until a number of requests is done (``ab -n``, the article's way);
-    ``seconds`` is how long the run took. ``requests`` ab completed (``failed``
-    of them failed, by ab's count: a reset, a short or wrong answer);
+    ``seconds`` is how long the run took. ``requests`` ab completed;
     ``slow_connects`` of them took ``SLOW_CONNECT_MS`` or more to connect.
+    ``failed`` is what ab counted as failures: connections refused or reset,
+    answers cut short or of another length (ab goes on after each, so a
+    server that stopped can have more failures than requests).
     ``most_waiting`` is the most of ab's connections seen waiting for an
     answer to their SYN (``SYN-SENT``), sampled every quarter of a second
     (None without ``ss``): ab's numbers leave them out until they get in.
@@ -465,9 +468,24 @@ def _dash(value):
     return "-" if value is None else str(value)
 
 
-# name -> (help, run(arguments) -> (rows, paths written), summary(rows) -> text)
+def _backlog_arguments(command):
+    command.add_argument("--server", action="append", choices=list(catalog.SERVERS), metavar="NAME",
+                         help=f"a server to sweep, one of {', '.join(catalog.SERVERS)} (repeat for several; "
+                              "default: the preset's)")
+
+
+class Measurement(NamedTuple):
+    """What the command line needs of a measurement."""
+
+    help: str
+    add_arguments: object  # add_arguments(subparser): its own options, besides --full and --out
+    run: object            # run(arguments) -> (rows, paths written)
+    summary: object        # summary(rows) -> text to print
+
+
 MEASUREMENTS = {
-    "backlog": ("ab -c 100 against a range of listen backlogs (chapter 7)", _run_backlog, _summary_backlog),
+    "backlog": Measurement("ab -c 100 against a range of listen backlogs (chapter 7)", _backlog_arguments,
+                           _run_backlog, _summary_backlog),
 }
 
 
@@ -475,22 +493,20 @@ def main(argv=None):
     """``python -m epollbook.bench MEASUREMENT [--full] [--out DIR]``: run, write JSON and PNG, print a summary."""
     parser = argparse.ArgumentParser(prog="python -m epollbook.bench", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="measurement", required=True)
-    for name, (help_text, _, _) in MEASUREMENTS.items():
-        command = commands.add_parser(name, help=help_text, description=help_text)
+    for name, measurement in MEASUREMENTS.items():
+        command = commands.add_parser(name, help=measurement.help, description=measurement.help)
         command.add_argument("--full", action="store_true",
                              help="the full runs of make bench (default: the short ones)")
         command.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
                              help=f"directory for the JSON and the PNG (default {DEFAULT_OUT})")
-        if name == "backlog":
-            command.add_argument("--server", action="append",
-                                 help="a server to sweep (repeat for several; default: the preset's)")
+        measurement.add_arguments(command)
     arguments = parser.parse_args(argv)
-    _, run, summary = MEASUREMENTS[arguments.measurement]
+    measurement = MEASUREMENTS[arguments.measurement]
     try:
-        rows, written = run(arguments)
-    except clients.ToolMissing as missing:
-        parser.exit(1, f"{missing}\n")
-    print(summary(rows))
+        rows, written = measurement.run(arguments)
+    except (clients.ToolMissing, RuntimeError) as failed:  # ab missing, or it failed: a server that died, say
+        parser.exit(1, f"{failed}\n")
+    print(measurement.summary(rows))
     print("\n".join(f"wrote {path}" for path in written))
     return 0
 
