@@ -2,6 +2,7 @@
 
     timeline(server.trace())      a server's epoll events over time, one row per connection
     growth(rows, x, columns)      how measurements grow with one of them, a panel each (chapter 3)
+    backlog_sweep(rows)           ab's connect times and the dropped SYNs against the listen backlog (chapter 7)
     round_trips(*comparisons)     round trips of contenders measured side by side, log scale (chapter 9)
 
 Each function returns a ``matplotlib.figure.Figure``, built without pyplot:
