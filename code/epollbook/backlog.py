@@ -448,6 +448,7 @@ class HalfOpen:
     looked_at: float        # seconds after the first SYNs when the server's side was read
     drops: int | None       # the listener's own drop count at the end (SYNs and last ACKs dropped)
     counters: dict          # how much ListenOverflows, ListenDrops, SyncookiesSent, SyncookiesRecv rose (machine-wide)
+    timeout: float          # seconds after the first SYNs when it stopped watching, at the latest
 
     @property
     def believed(self):
@@ -527,7 +528,7 @@ def half_open(clients=2, free_at=0.5, timeout=6.0, payload=b"hello"):
                         accepted_after[n], received[n])
          for sock_port, n in by_port.items()],
         free_at, looked_at, drops,
-        {name: counted_after.get(name, 0) - counted_before.get(name, 0) for name in HALF_OPEN_COUNTERS})
+        {name: counted_after.get(name, 0) - counted_before.get(name, 0) for name in HALF_OPEN_COUNTERS}, timeout)
 
 
 # -- what Python asks for --------------------------------------------------------------------------------
