@@ -190,26 +190,24 @@ def backlog_sweep(rows, *, title=None, width=9.0):
     dropped and sent again shows as 1000 ms and more). Right: per run, failed
     requests, connects that took a second or more, the most clients seen
     waiting for an answer to their SYN, and the rise of ``ListenOverflows``.
-    One line style per server; with several rounds, the median of the rounds.
-    A run ab gave up is marked on the backlog axis; a dashed line marks the
-    backlog whose queue (backlog + 1) holds all of ab's connections.
+    One line style per server, one line per round: every point is a run, none
+    an average (a median of two runs is a number neither measured). A run ab
+    gave up is marked on the backlog axis; a dashed line marks the backlog
+    whose queue (backlog + 1) holds all of ab's connections.
     *rows* are ``BacklogRow`` objects or their dicts (as read back from JSON).
     Raises ``ValueError`` if *rows* is empty.
     """
     import dataclasses
-    import statistics
 
     rows = [row if isinstance(row, dict) else dataclasses.asdict(row) for row in rows]
     if not rows:
         raise ValueError("there are no rows to draw: run bench.backlog_sweep() first")
 
-    def median_by_backlog(server, measure):
-        """[(backlog, median of measure over the rounds)] for one server, leaving out runs without a value."""
-        values = {}
-        for row in rows:
-            if row["server"] == server and (value := measure(row)) is not None:
-                values.setdefault(row["backlog"], []).append(value)
-        return sorted((backlog, statistics.median(found)) for backlog, found in values.items())
+    def by_backlog(server, round_number, measure):
+        """[(backlog, measure)] of one server's runs in one round, leaving out runs without a value."""
+        return sorted((row["backlog"], value) for row in rows
+                      if (row["server"], row.get("round", 1)) == (server, round_number)
+                      and (value := measure(row)) is not None)
 
     styles = ["-", "--", ":", "-."]
     servers = list(dict.fromkeys(row["server"] for row in rows))
@@ -219,18 +217,22 @@ def backlog_sweep(rows, *, title=None, width=9.0):
     count_lines = [("listen_overflows", "ListenOverflows rise", "tab:gray"),
                    ("most_waiting", "most waiting in SYN-SENT", "tab:purple"),
                    ("slow_connects", "connects of 1 s or more", "tab:red"), ("failed", "failed requests", "black")]
+    rounds = sorted({row.get("round", 1) for row in rows})
     for number, server in enumerate(servers):
         style = styles[number % len(styles)]
         suffix = f" ({server})" if len(servers) > 1 else ""
-        for key, colour in latency_lines:
-            points = median_by_backlog(server, lambda row, key=key: row["connect_ms"][key])
-            if points:
-                latency_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour,
-                                  label=f"connect {key}{suffix}")
-        for key, label, colour in count_lines:
-            points = median_by_backlog(server, lambda row, key=key: row.get(key))
-            if points:
-                count_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour, label=label + suffix)
+        for round_number in rounds:
+            first = round_number == rounds[0]  # one legend entry for all the rounds
+            for key, colour in latency_lines:
+                points = by_backlog(server, round_number, lambda row, key=key: row["connect_ms"][key])
+                if points:
+                    latency_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour, alpha=0.8,
+                                      label=f"connect {key}{suffix}" if first else None)
+            for key, label, colour in count_lines:
+                points = by_backlog(server, round_number, lambda row, key=key: row.get(key))
+                if points:
+                    count_axes.plot(*zip(*points, strict=True), style, marker="o", color=colour, alpha=0.8,
+                                    label=label + suffix if first else None)
         gave_up = sorted({row["backlog"] for row in rows if row["server"] == server and row["gave_up"]})
         for axes in (latency_axes, count_axes):
             if gave_up:
