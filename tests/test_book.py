@@ -71,8 +71,16 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
                            "\N{HEAVY CHECK MARK}"]),
     ("06-hang-ups", ["EPOLLIN|EPOLLRDHUP", "ECONNRESET", "SO_ERROR", "lingering close: the client received",
                      "\N{HEAVY CHECK MARK}"]),
+    ("07-listen-backlog", ["waiting for accept(), backlog 2", "a SYN unanswered is sent again at 1 s",
+                           "net.ipv4.tcp_abort_on_overflow = ", "the kernel applies a backlog of",
+                           "request_queue_size = 5", "ListenOverflows rise", "\N{HEAVY CHECK MARK}"]),
+    ("08-tcp-cork", ["What the kernel counts", "tcpi_data_segs_out", "TCPAutoCorking",
+                     "TCP_NODELAY and TCP_CORK, uncork", "Where corking pays", "\N{HEAVY CHECK MARK}"]),
+    ("09-tcp-nodelay", ["Set on the listener, inherited by accepted sockets", "client: two sends, Nagle on",
+                        "asyncio sets it for you", "\N{HEAVY CHECK MARK}"]),
     ("errata", ["IndentationError", "UnicodeDecodeError", "[the defect shows]", "CLOSE_WAIT"]),
-    ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "<table"]),
+    ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "backlog-how-connect-ended",
+                        "cork-send-corked", "nodelay-reply", "<table"]),
 ])
 def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, outputs):
     text = page(built_book, chapter)
@@ -80,8 +88,11 @@ def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, output
     assert not missing, f"{chapter}.html lacks outputs the build should have produced: {missing}"
 
 
-@pytest.mark.parametrize("chapter", ["03-why-blocking-hurts", "04-level-triggered"])
+@pytest.mark.parametrize("chapter", ["03-why-blocking-hurts", "04-level-triggered", "07-listen-backlog",
+                                     "09-tcp-nodelay"])
 def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapter):
+    if chapter == "07-listen-backlog":
+        need_tool("ab")  # the backlog sweep, and its picture, need ApacheBench
     pictures = re.findall(r'<img[^>]+src="([^"]+\.png)"', page(built_book, chapter))
     assert pictures, f"{chapter}.html shows no picture: its plot cell drew nothing"
     missing = [src for src in pictures if not (built_book / "book" / src).resolve().is_file()]
