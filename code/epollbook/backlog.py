@@ -128,13 +128,12 @@ def drain(listener):
     """Accept and close every connection waiting in *listener*'s accept queue; return how many there were."""
     listener.setblocking(False)
     drained = 0
-    while True:
-        try:
+    with contextlib.suppress(OSError):  # BlockingIOError: the queue is empty; another: the listener is closed already
+        while True:
             connection, _ = listener.accept()
-        except (BlockingIOError, OSError):  # empty (EAGAIN), or the listener is closed already
-            return drained
-        connection.close()
-        drained += 1
+            connection.close()
+            drained += 1
+    return drained
 
 
 def start_connecting(port):
