@@ -829,8 +829,8 @@ DEFECTS = (
         rendering="On a production server ... a value of 1 is usually not enough.",
         wrong="The article says it itself, after the examples: a backlog of 1 is not enough. Linux queues "
               "backlog + 1 completed connections; when the queue is full it drops new connection requests, and "
-              "the client's kernel asks again only after a timeout (a second at first, then doubling). A server "
-              "busy for a moment makes clients wait seconds.",
+              "the client's kernel asks again only after a timeout (a second at first; chapter 7 reads your "
+              "kernel's schedule). A server busy for a moment makes clients wait seconds.",
         faithful=FAITHFUL_EXAMPLES, corrected=("level", "edge"),
         fixed_in="the corrected servers listen with a backlog made for bursts (ss shows it above); chapter 7 "
                  "measures what the backlog does",
