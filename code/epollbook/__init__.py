@@ -9,13 +9,19 @@ One module per job, so that a notebook cell reads like a sentence:
 - ``clients``   — the only network layer: real tools (curl, ab, wrk), polite and rude
                   clients, and what a check needs to play the server;
 - ``probes``    — what the kernel sees: where a process or thread waits, CPU time,
-                  context switches, open fds, TCP sockets, the listen queue, and
-                  epoll interest lists with their event masks by name;
+                  context switches, open fds, TCP sockets, the listen queue,
+                  epoll interest lists with their event masks by name, a
+                  connection's TCP_INFO, the kernel's counters and settings;
 - ``show``      — the servers' source code, numbered, for the chapters;
 - ``trace``     — a server's own epoll events, recorded without touching its code,
                   and ``plots``, which draws them (and the chapters' other pictures);
 - ``edges``, ``hangups`` — the experiments of chapters 5 and 6 (edge-triggered
                   epoll; how each way a connection ends shows at the server);
+- ``backlog``, ``cork``, ``nagle`` — the experiments of chapters 7-9 (the listen
+                  queue; TCP_CORK and data segments; Nagle's algorithm and delayed ACKs);
+- ``bench``     — the measurements that take a load generator and a while: short
+                  in the chapters, full by ``make bench``, written with the machine's
+                  description beside them;
 - ``errata``    — the article's defects, each with the experiment that shows it;
 - ``checks``    — the checks behind the exercises, one module per chapter;
 - ``exercises`` — the chapters' exercises as their notebooks hold them;
