@@ -122,6 +122,14 @@ def pushes_with_nodelay_at_the_end(sock, pieces):
         sock.setsockopt(TCP, NODELAY, 1)  # pushes what is queued, but the cork stays in
 
 
+def closes_when_done(sock, pieces):
+    with sock:  # "the response is complete": but the socket is the caller's
+        sock.setsockopt(TCP, CORK, 1)
+        for piece in pieces:
+            sock.sendall(piece)
+        sock.setsockopt(TCP, CORK, 0)
+
+
 # -- send_corked: right, written differently -------------------------------------------------------------------
 
 
@@ -172,6 +180,14 @@ def answers_each_at_once(conn):
         requests, buffer = _complete_requests(buffer + data)
         for _ in requests:
             conn.sendall(RESPONSE)
+
+
+def closes_after_the_first_burst(conn):
+    data = conn.recv(65536)
+    conn.setsockopt(TCP, CORK, 1)
+    for _ in _complete_requests(data)[0]:
+        conn.sendall(RESPONSE)
+    conn.close()  # as HTTP/1.0 would: but the client pipelines more
 
 
 def corks_each_answer(conn):
@@ -252,11 +268,13 @@ WRONG = [
     (C.check_send_corked, corks_each_piece, {}, "each piece left in a segment of its own"),
     (C.check_send_corked, uncorks_only_on_success, {"hidden": True}, "in a finally: clause"),
     (C.check_send_corked, pushes_with_nodelay_at_the_end, {}, "TCP_CORK was still set"),
+    (C.check_send_corked, closes_when_done, {}, "it closed the socket"),
     (C.check_answer_pipelined, answers_each_at_once, {}, "cork while you answer them"),
     (C.check_answer_pipelined, corks_each_answer, {}, "cork while you answer them"),
     (C.check_answer_pipelined, corks_the_whole_connection, {}, "still held by the cork"),
     (C.check_answer_pipelined, answers_one_per_recv, {}, "answers to 1 of them"),
     (C.check_answer_pipelined, forgets_a_partial_request, {"hidden": True}, "keep an incomplete one"),
+    (C.check_answer_pipelined, closes_after_the_first_burst, {}, "wait for more requests"),
 ]
 
 RIGHT = [

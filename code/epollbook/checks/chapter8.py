@@ -101,6 +101,17 @@ def _connection_that_sent(pieces, request_pieces=1):
         yield client, server_side
 
 
+def _counters(sock, function_name):
+    """The kernel's counters of *sock*; a closed one means the reader's code closed it, which is said so."""
+    try:
+        return probes.tcp_info(sock)
+    except (ValueError, OSError):
+        if sock.fileno() == -1:
+            raise CheckFailed(f"expected {function_name} to leave the connection open (the caller goes on using it "
+                              "and closes it); it closed the socket") from None
+        raise
+
+
 def _judge_count(data_segments_sent, sock, description, *, older=False):
     expected = None if older else probes.tcp_info(sock).data_segs_out
     try:
@@ -125,7 +136,7 @@ def _judge_count(data_segments_sent, sock, description, *, older=False):
         raise CheckFailed(f"expected an int, the number of data segments sent, for {description}; data_segments_sent "
                           f"returned {short(answer)}")
     if answer != expected:
-        info = probes.tcp_info(sock)
+        info = _counters(sock, "data_segments_sent")
         instead = next((f", which is {meaning}" for name, meaning in _OTHER_FIELDS.items()
                         if getattr(info, name) == answer), "")
         raise CheckFailed(f"expected {expected} data segments for {description} (tcpi_data_segs_out, 4 bytes at "
@@ -179,12 +190,12 @@ def _one_send_corked(send_corked, pieces, description, *, pause=PIECE_PAUSE, fai
     sent = b"".join(pieces if fails_after is None else pieces[:fails_after])
     with clients.connected_pair() as (client, server_side):
         _nodelay(server_side)
-        before = probes.tcp_info(server_side)
+        before = _counters(server_side, "send_corked")
         given = list(pieces) if as_list else _producer(pieces, pause, fails_after=fails_after)
         running = finish(Running(send_corked, server_side, given),
                          f"send_corked was still running {SECONDS:g} s after it was called with {description}",
                          unblock=[server_side])
-        after = probes.tcp_info(server_side)  # at once: what has left by the time it returned
+        after = _counters(server_side, "send_corked")  # at once: what has left by the time it returned
         corked = _corked(server_side)
         if fails_after is not None:
             if not isinstance(running.error, ProducerFailed):
@@ -272,7 +283,7 @@ def _answer_bursts(answer_pipelined, bursts, description):
         answered = 0
         sent = b""
         for burst in bursts:
-            before = probes.tcp_info(server_side)
+            before = _counters(server_side, "answer_pipelined")
             client.sendall(burst)
             sent += burst
             complete = sent.count(b"\r\n\r\n")
@@ -282,7 +293,7 @@ def _answer_bursts(answer_pipelined, bursts, description):
                 finish(running, "")
                 raise CheckFailed(f"expected answer_pipelined to wait for more requests after {description} "
                                   f"(the client had not shut down its side); {running.describe()}")
-            after = probes.tcp_info(server_side)
+            after = _counters(server_side, "answer_pipelined")
             received = _receive(client, due * len(RESPONSE), timeout=0.1)
             if after.notsent_bytes:
                 raise CheckFailed(f"expected the answers to {_counted(due, 'request')} that came together to have left "
