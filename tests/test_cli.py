@@ -58,6 +58,24 @@ def test_serve_prints_its_url_once_it_listens_and_answers_requests_until_termina
         server.stdout.close()
 
 
+def _ignoring_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job (`cmd &`) of a shell script starts
+
+
+def test_ctrl_c_stops_a_server_started_with_sigint_ignored_as_a_background_job_is():
+    server = subprocess.Popen([*COMMAND, "serve", "example2", "--port", "0"], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_ignoring_sigint)
+    try:
+        wait_for_printed(server, r"http://127\.0\.0\.1:(\d+)/")
+        server.send_signal(signal.SIGINT)
+        assert server.wait(5) == 130, f"after SIGINT `serve` exited with status {server.returncode}"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+
+
 @pytest.mark.parametrize("arguments, complaint", [
     pytest.param(["nope"], "invalid choice: 'nope'", id="unknown NAME"),
     pytest.param(["example2", "--host", "::1"], "'::1' is not an IPv4 address", id="IPv6 host"),

@@ -3,6 +3,7 @@
 import argparse
 import errno
 import runpy
+import signal
 import sys
 import traceback
 
@@ -21,6 +22,9 @@ def _list(args):
 def _serve(args):
     module = catalog.module_of(args.name)
     exit_with_owner()  # started by epollbook.launch: gone when the launcher is
+    # Ctrl-C (and the launcher's interrupt()) must raise KeyboardInterrupt in the server even when this process
+    # inherited SIGINT ignored, as a background job (`cmd &`) of a script does: Python keeps an inherited SIG_IGN.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # The example reads its address from the command line, as when run by hand.
     sys.argv = [module, "--host", args.host, "--port", str(args.port)]
     if args.backlog is not None:  # else the server's own default: the article's 1, or the corrected servers' 128
