@@ -52,10 +52,12 @@ quick: $(INSTALLED)
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 
-# The chapters measure short versions live; these are the long runs, with the machine
-# and the tools' versions written beside the figures.
+# The chapters measure short versions live; these are the long runs of every measurement
+# epollbook.bench knows, with the machine and the tools' versions written beside the figures.
 bench: $(INSTALLED)
-	$(BIN)/python -m epollbook.bench backlog --full --out $(BENCH_DIR)
+	for measurement in $$($(BIN)/python -c 'from epollbook.bench import MEASUREMENTS; print(*MEASUREMENTS)'); do \
+		$(BIN)/python -m epollbook.bench $$measurement --full --out $(BENCH_DIR) || exit 1; \
+	done
 
 serve:
 	@test -f _build/html/index.html || { echo "No built book yet: run 'make book' first."; exit 1; }
