@@ -12,6 +12,11 @@ SERVERS = {f"example{n}": f"epollbook.examples.example{n}" for n in range(1, 7)}
 # The servers the chapters arrive at: examples 3 and 4 with every defect of the errata fixed,
 # and the thread-per-connection server of chapter 3.
 SERVERS.update({name: f"epollbook.servers.{name}" for name in ("threaded", "level", "edge")})
+# What chapter 11 measures the book's servers against (epollbook/contenders says what they leave out).
+SERVERS.update({"selectors": "epollbook.contenders.selectors_server",
+                "asyncio-protocol": "epollbook.contenders.asyncio_protocol",
+                "asyncio-streams": "epollbook.contenders.asyncio_streams",
+                "uvloop": "epollbook.contenders.uvloop_protocol"})
 
 
 class UnknownServer(KeyError):
