@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from epollbook import clients
+from epollbook import bench, clients
 from epollbook.launch import serve
 from epollbook.servers import framing
 from tools import need_tool, no_server_left_running
@@ -54,3 +54,38 @@ def test_wrk_with_100_connections_has_no_socket_error_against_a_contender(name):
         result = clients.wrk(server, connections=100, seconds=1, threads=1)
         assert result.requests > 0 and result.socket_errors == 0, f"wrk -c 100 -d 1s against {name}:\n{result.report}"
         assert result.non_2xx == 0, f"wrk got answers other than 200 from {name}:\n{result.report}"
+
+
+# -- the throughput measurement ---------------------------------------------------------------------------
+
+
+def test_throughput_gives_a_connection_per_request_and_the_servers_cpu_for_each_run():
+    need_tool("wrk")
+    rows = bench.throughput(("uvloop",), seconds=1, rounds=1)
+    assert [row.server for row in rows] == ["uvloop"], rows
+    row = rows[0]
+    assert row.requests > 0 and row.socket_errors == 0 and row.non_2xx == 0, row
+    # Each request had a connection of its own: the machine accepted at least as many as wrk completed.
+    assert row.accepted >= row.requests, f"{row.accepted} connections accepted for {row.requests} requests"
+    assert row.cpu_seconds > 0 and row.cpu_us_per_request > 0, f"the server spent no CPU: {row}"
+
+
+@pytest.mark.quick
+def test_throughput_summary_takes_medians_per_server_and_sums_errors():
+    def row(server, round_number, per_second, cost, errors=0):
+        return bench.ThroughputRow(server, round_number, 1, 100, 1000, per_second, errors, 0, cost * 1e-3, cost,
+                                   1000, 0, 1)
+
+    rows = [row("uvloop", 1, 100.0, 30.0), row("fast", 1, 110.0, 29.0, errors=2), row("fast", 2, 90.0, 31.0),
+            row("uvloop", 2, 120.0, 20.0), row("fast", 3, 130.0, 40.0), row("uvloop", 3, 80.0, 25.0)]
+    summaries = bench.throughput_summary(rows)
+    assert list(summaries) == ["uvloop", "fast"]
+    assert summaries["fast"] == ("fast", 3, 110.0, 31.0, 2, 0)
+    assert summaries["uvloop"] == ("uvloop", 3, 100.0, 25.0, 0, 0)
+    text = bench._summary_throughput(rows)
+    assert "fast against uvloop: 1.10× the requests/s, 1.24× the CPU per request" in text, text
+
+
+def test_throughput_refuses_runs_shorter_than_a_second():
+    with pytest.raises(ValueError, match="whole seconds"):
+        bench.throughput(("edge",), seconds=0.5)

@@ -355,6 +355,128 @@ def backlog_sweep_preset(preset="short", servers=None):
     return results
 
 
+# -- throughput: requests per second and the server's CPU per request (chapter 11) -------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ThroughputRow:
+    """One ``wrk -t1 -c connections -d seconds`` run against one server, a new connection per request.
+
+    The book's servers answer HTTP/1.0 and close, so wrk opens a new
+    connection for each request (its parser sees no keep-alive); ``connections``
+    checks it: how much the kernel's count of accepted connections
+    (``Tcp.PassiveOpens``) rose during the run, for the whole machine, so about
+    ``requests`` plus wrk's last unfinished ones plus anything else connecting.
+    ``requests`` wrk completed (``requests_per_second`` is wrk's figure);
+    ``socket_errors`` (connect, read, write, timeout) and ``non_2xx`` what it
+    counted wrong. ``cpu_seconds`` is the server's CPU time during the run
+    (user + system, every thread, from ``/proc``, to a clock tick), and
+    ``cpu_us_per_request`` that per request, in microseconds (None without
+    requests). ``server_cpu`` and ``wrk_cpu`` are the CPUs each was pinned to
+    (None: the process may use only one CPU, so neither was pinned).
+    """
+
+    server: str
+    round: int
+    seconds: int
+    connections: int
+    requests: int
+    requests_per_second: float
+    socket_errors: int
+    non_2xx: int
+    cpu_seconds: float
+    cpu_us_per_request: float | None
+    accepted: int
+    server_cpu: int | None
+    wrk_cpu: int | None
+
+
+class ThroughputSummary(NamedTuple):
+    """One server's medians over its rounds, and its errors over all of them."""
+
+    server: str
+    rounds: int
+    requests_per_second: float
+    cpu_us_per_request: float | None
+    socket_errors: int
+    non_2xx: int
+
+
+THROUGHPUT_PRESETS = {
+    # The chapter's, at build time, about 10 s: the corrected edge server between asyncio and uvloop, 1 s a run.
+    "short": {"servers": ("edge", "asyncio-protocol", "uvloop"), "seconds": 1, "rounds": 3},
+    # make bench, about three minutes: every server that survives wrk -c 100, 5 s a run, five rounds.
+    "full": {"servers": ("level", "edge", "threaded", "selectors", "asyncio-protocol", "asyncio-streams", "uvloop"),
+             "seconds": 5, "rounds": 5},
+}
+
+
+def _pin(pid, cpu):
+    """Pin every thread of process *pid* to *cpu* (an affinity set on a pid holds for that one thread)."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+            os.sched_setaffinity(int(thread), {cpu})
+
+
+def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rounds=3, connections=100):
+    """Load each of *servers* with ``wrk -t1 -c connections -d seconds``, *rounds* times; return ``[ThroughputRow]``.
+
+    The servers are started once, each on a free port, and take turns: one
+    run each per round, in the given order in odd rounds and the reverse in
+    even ones, so that neither a slow moment of the machine nor going first
+    favours one of them. The servers run on one CPU and wrk on another (the
+    first and last this process may use), so a server never competes with its
+    load generator. Each server is warmed up with a few requests first. Raises
+    ``clients.ToolMissing`` without wrk, ``RuntimeError`` if wrk fails, and
+    ``ValueError`` for *seconds* or *rounds* below 1.
+    """
+    if seconds < 1 or int(seconds) != seconds or rounds < 1:
+        raise ValueError(f"wrk runs for whole seconds, at least 1, and at least one round; "
+                         f"got seconds={seconds!r}, rounds={rounds!r}")
+    clients.require_tool("wrk")
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, wrk_cpu = (cpus[0], cpus[-1]) if len(cpus) > 1 else (None, None)
+    rows = []
+    with contextlib.ExitStack() as stack:
+        running = {name: stack.enter_context(serve(name)) for name in servers}
+        for server in running.values():
+            if server_cpu is not None:
+                _pin(server.pid, server_cpu)
+            for _ in range(20):
+                clients.http_get(server)
+        for round_number in range(1, rounds + 1):
+            for name in servers if round_number % 2 else reversed(servers):
+                server = running[name]
+                before_cpu, before_opens = probes.cpu_seconds(server.pid), probes.netstat_counters()["Tcp.PassiveOpens"]
+                result = clients.wrk(server, connections=connections, seconds=int(seconds), threads=1, cpu=wrk_cpu)
+                cpu = probes.cpu_seconds(server.pid) - before_cpu
+                accepted = probes.netstat_counters()["Tcp.PassiveOpens"] - before_opens
+                if not server.running:
+                    raise RuntimeError(f"{name} died under wrk -c {connections}; it printed:\n{server.output}")
+                rows.append(ThroughputRow(
+                    server=name, round=round_number, seconds=int(seconds), connections=connections,
+                    requests=result.requests, requests_per_second=result.requests_per_second,
+                    socket_errors=result.socket_errors, non_2xx=result.non_2xx, cpu_seconds=round(cpu, 3),
+                    cpu_us_per_request=round(cpu / result.requests * 1e6, 2) if result.requests else None,
+                    accepted=accepted, server_cpu=server_cpu, wrk_cpu=wrk_cpu))
+    return rows
+
+
+def throughput_summary(rows):
+    """Each server's medians over its rounds: ``{name: ThroughputSummary}``, in the order the rows name them."""
+    import statistics
+
+    summaries = {}
+    for name in dict.fromkeys(row.server for row in rows):
+        own = [row for row in rows if row.server == name]
+        costs = [row.cpu_us_per_request for row in own if row.cpu_us_per_request is not None]
+        summaries[name] = ThroughputSummary(
+            name, len(own), statistics.median(row.requests_per_second for row in own),
+            statistics.median(costs) if costs else None,
+            sum(row.socket_errors for row in own), sum(row.non_2xx for row in own))
+    return summaries
+
+
 # -- the shared writer ---------------------------------------------------------------------------------------
 
 
@@ -474,6 +596,48 @@ def _backlog_arguments(command):
                               "default: the preset's)")
 
 
+def _run_throughput(arguments):
+    parameters = {**THROUGHPUT_PRESETS["full" if arguments.full else "short"], "connections": 100}
+    parameters.update({key: value for key, value in (("servers", arguments.server and tuple(arguments.server)),
+                                                      ("rounds", arguments.rounds), ("seconds", arguments.seconds))
+                       if value})
+    parameters["preset"] = "full" if arguments.full else "short"
+    started = environment(("wrk",))
+    rows = throughput(parameters["servers"], seconds=parameters["seconds"], rounds=parameters["rounds"],
+                      connections=parameters["connections"])
+    return rows, write_result("throughput", parameters, rows, out=arguments.out, started=started)
+
+
+def _summary_throughput(rows):
+    lines = [f"{'server':<17} {'round':>5} {'requests':>9} {'req/s':>8} {'CPU µs/req':>10} {'errors':>6} "
+             f"{'not 2xx':>7} {'accepted':>8}"]
+    for row in rows:
+        lines.append(f"{row.server:<17} {row.round:>5} {row.requests:>9} {row.requests_per_second:>8.0f} "
+                     f"{_dash(row.cpu_us_per_request):>10} {row.socket_errors:>6} {row.non_2xx:>7} {row.accepted:>8}")
+    summaries = throughput_summary(rows)
+    lines.append(f"\nmedians ({rows[0].seconds} s a run, wrk on CPU {_dash(rows[0].wrk_cpu)}, "
+                 f"servers on CPU {_dash(rows[0].server_cpu)}):")
+    for summary in summaries.values():
+        lines.append(f"{summary.server:<17} {summary.requests_per_second:>8.0f} req/s  "
+                     f"{_dash(summary.cpu_us_per_request):>7} µs CPU/req  {summary.socket_errors} socket errors "
+                     f"over {summary.rounds} rounds")
+    if "uvloop" in summaries:
+        yardstick = summaries["uvloop"]
+        for summary in summaries.values():
+            if summary.server != "uvloop" and summary.cpu_us_per_request and yardstick.cpu_us_per_request:
+                lines.append(f"{summary.server} against uvloop: "
+                             f"{summary.requests_per_second / yardstick.requests_per_second:.2f}× the requests/s, "
+                             f"{summary.cpu_us_per_request / yardstick.cpu_us_per_request:.2f}× the CPU per request")
+    return "\n".join(lines)
+
+
+def _throughput_arguments(command):
+    command.add_argument("--server", action="append", choices=list(catalog.SERVERS), metavar="NAME",
+                         help="a server to load (repeat for several; default: the preset's)")
+    command.add_argument("--rounds", type=int, help="rounds (default: the preset's)")
+    command.add_argument("--seconds", type=int, help="seconds a run (default: the preset's)")
+
+
 class Measurement(NamedTuple):
     """What the command line needs of a measurement."""
 
@@ -486,6 +650,8 @@ class Measurement(NamedTuple):
 MEASUREMENTS = {
     "backlog": Measurement("ab -c 100 against a range of listen backlogs (chapter 7)", _backlog_arguments,
                            _run_backlog, _summary_backlog),
+    "throughput": Measurement("wrk -t1 -c 100, a connection per request: requests/s and server CPU per request "
+                              "(chapter 11)", _throughput_arguments, _run_throughput, _summary_throughput),
 }
 
 

@@ -197,10 +197,10 @@ def wrk(target, connections=100, seconds=2, threads=2, cpu=None):
     ``ToolMissing`` if wrk is not installed, ``RuntimeError`` if it fails.
     """
     command = [require_tool("wrk"), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", url_of(target)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as running:
-        if cpu is not None:
-            with contextlib.suppress(ProcessLookupError):  # it failed at once: its report says why
-                os.sched_setaffinity(running.pid, {cpu})
+    # Pinned before exec, so that wrk's threads inherit it: an affinity set on a pid later holds for that thread only.
+    pin = None if cpu is None else lambda: os.sched_setaffinity(0, {cpu})
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=pin) as running:
         report, errors = running.communicate(timeout=seconds + 30)
     summary = re.search(r"(\d+) requests in", report)
     if running.returncode != 0 or summary is None:
