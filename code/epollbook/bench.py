@@ -3,8 +3,10 @@
     backlog_sweep(backlogs, server=..., seconds=..., rounds=...)    ab -c 100 against one listen backlog after another
     write_result(name, parameters, rows, figure=None, out=...)     the shared writer: NAME.json and NAME.png
     read_result(path)                                              what write_result wrote, as a dict
+    scale_preset(preset)                                           chapter 10's waits and epoll_ctl costs
 
     python -m epollbook.bench backlog [--full] [--out DIR] [--server NAME ...]
+    python -m epollbook.bench scale [--full] [--out DIR]
 
 One function per measurement returns rows (frozen dataclasses); one writer
 saves any of them with what makes a number worth keeping: the date, the
@@ -477,6 +479,70 @@ def throughput_summary(rows):
     return summaries
 
 
+# -- select, poll and epoll at scale (chapter 10) --------------------------------------------------------------
+
+SCALE_PRESETS = {
+    # The chapter's, at build time, well under a second: the waits cost microseconds, the 10,000 connections a few
+    # hundredths of a second to open.
+    "short": {"sizes": (10, 30, 100, 300, 1000, 3000, 10_000), "rounds": 5, "batch_seconds": 0.002,
+              "change_sizes": (10, 10_000), "changes": 2000},
+    # make bench, a few seconds: more sizes, three times the rounds, longer batches.
+    "full": {"sizes": (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000), "rounds": 15, "batch_seconds": 0.005,
+             "change_sizes": (10, 100, 1000, 10_000), "changes": 5000},
+}
+
+
+def scale_preset(preset="short"):
+    """Run chapter 10's measurements with *preset*'s parameters; return ``(parameters, wait rows, change rows)``.
+
+    The wait rows are ``scale.wait_costs``'s, the change rows
+    ``scale.change_costs``'s. Raises ``ValueError`` for an unknown preset and
+    ``scale.NotEnoughDescriptors`` if this process may not open enough.
+    """
+    from epollbook import scale
+
+    try:
+        chosen = SCALE_PRESETS[preset]
+    except KeyError:
+        raise ValueError(f"there is no preset {preset!r}: the presets are {', '.join(SCALE_PRESETS)}") from None
+    parameters = {**chosen, "preset": preset, "calls": scale.CALLS}
+    waits = scale.wait_costs(chosen["sizes"], rounds=chosen["rounds"], batch_seconds=chosen["batch_seconds"])
+    changes = scale.change_costs(chosen["change_sizes"], changes=chosen["changes"], rounds=chosen["rounds"])
+    return parameters, waits, changes
+
+
+def _run_scale(arguments):
+    from epollbook import plots, scale
+
+    started = environment(tools=())
+    try:
+        parameters, waits, changes = scale_preset("full" if arguments.full else "short")
+    except scale.NotEnoughDescriptors as error:
+        raise RuntimeError(str(error)) from None
+    figure = plots.wait_costs(waits, reference=scale.tlpi_us_per_wait())
+    written = write_result("scale", parameters, waits, figure=figure, out=arguments.out, started=started)
+    written += write_result("scale-changes", parameters, changes, out=arguments.out, started=started)
+    return (waits, changes), written
+
+
+def _summary_scale(rows):
+    waits, changes = rows
+    lines = [f"{'call':<7} {'connections':>11} {'highest fd':>10} {'µs a wait (CPU)':>15} {'wall':>9}  refused"]
+    for row in waits:
+        cost = "-" if row.cpu_us is None else f"{row.cpu_us:.3f}"
+        wall = "-" if row.wall_us is None else f"{row.wall_us:.3f}"
+        lines.append(f"{row.call:<7} {row.connections:>11} {row.highest_fd:>10} {cost:>15} {wall:>9}  "
+                     f"{row.error or ''}")
+    lines.append(f"{'registered':>10} {'µs epoll_ctl MOD':>16} {'µs ADD + DEL':>12} {'µs a wait':>9}")
+    lines += [f"{row.connections:>10} {row.modify_us:>16.3f} {row.register_us:>12.3f} {row.wait_us:>9.3f}"
+              for row in changes]
+    return "\n".join(lines)
+
+
+def _scale_arguments(command):
+    """The scale measurement has no options of its own."""
+
+
 # -- the shared writer ---------------------------------------------------------------------------------------
 
 
@@ -650,6 +716,8 @@ class Measurement(NamedTuple):
 MEASUREMENTS = {
     "backlog": Measurement("ab -c 100 against a range of listen backlogs (chapter 7)", _backlog_arguments,
                            _run_backlog, _summary_backlog),
+    "scale": Measurement("the cost of one wait of select, poll and epoll as idle connections grow (chapter 10)",
+                         _scale_arguments, _run_scale, _summary_scale),
     "throughput": Measurement("wrk -t1 -c 100, a connection per request: requests/s and server CPU per request "
                               "(chapter 11)", _throughput_arguments, _run_throughput, _summary_throughput),
 }

@@ -4,6 +4,7 @@
     growth(rows, x, columns)      how measurements grow with one of them, a panel each (chapter 3)
     backlog_sweep(rows)           ab's connect times and the dropped SYNs against the listen backlog (chapter 7)
     round_trips(*comparisons)     round trips of contenders measured side by side, log scale (chapter 9)
+    wait_costs(rows)              one wait of select, poll and epoll as connections grow, log-log (chapter 10)
 
 Each function returns a ``matplotlib.figure.Figure``, built without pyplot:
 no backend is chosen, no figure is left open in a global list however often a
@@ -306,5 +307,56 @@ def round_trips(*comparisons, title=None, width=9.0):
     axes.legend(loc="lower right", fontsize="small", frameon=False)
     if title:
         figure.suptitle(title)
+    _show_in_notebooks()
+    return figure
+
+
+def wait_costs(rows, *, reference=None, title=None, width=9.0):
+    """Draw ``scale.wait_costs``'s rows: µs of CPU per wait against idle connections, log-log; return the ``Figure``.
+
+    One line per call; a call that refused a size (select, at a descriptor
+    numbered 1024 or more) gets a cross on the bottom edge there. *reference*,
+    a dict ``{call: {connections: µs per wait}}`` (``scale.TLPI`` converted),
+    is drawn dashed in the same colours. *rows* are ``WaitRow`` objects or
+    their dicts (as read back from JSON). Raises ``ValueError`` if *rows* is
+    empty.
+    """
+    import dataclasses
+
+    from matplotlib.ticker import FuncFormatter
+
+    rows = [row if isinstance(row, dict) else dataclasses.asdict(row) for row in rows]
+    if not rows:
+        raise ValueError("there are no rows to draw: run scale.wait_costs() first")
+    colours = {"select": "tab:red", "poll": "tab:orange", "epoll": "tab:blue"}
+    figure = Figure(figsize=(width, 4.2), layout="constrained")
+    axes = figure.add_subplot()
+    calls = list(dict.fromkeys(row["call"] for row in rows))
+    lowest = min(row["cpu_us"] for row in rows if row["cpu_us"] is not None)
+    for call in calls:
+        colour = colours.get(call)
+        measured = sorted((row["connections"], row["cpu_us"]) for row in rows
+                          if row["call"] == call and row["cpu_us"] is not None)
+        if measured:
+            axes.plot(*zip(*measured, strict=True), marker="o", color=colour, label=f"{call} (measured here)")
+        refused = sorted(row["connections"] for row in rows if row["call"] == call and row["error"])
+        if refused:
+            axes.plot(refused, [lowest / 3] * len(refused), "x", color=colour, markersize=10,
+                      label=f"{call} refused (descriptor number ≥ 1024)")
+    for call, points in (reference or {}).items():
+        shape = sorted(points.items())
+        axes.plot(*zip(*shape, strict=True), linestyle="--", marker=".", color=colours.get(call), alpha=0.6,
+                  label=f"{call} (TLPI, in C)")
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:,g}")  # 10, 1,000: not 10^1
+    axes.xaxis.set_major_formatter(plain)
+    axes.yaxis.set_major_formatter(plain)
+    axes.set_xlabel("idle connections watched (and one active)")
+    axes.set_ylabel("µs of CPU per wait (log scale)")
+    axes.grid(color="0.92", which="both")
+    axes.legend(loc="upper left", fontsize="small", frameon=False)
+    if title:
+        axes.set_title(title)
     _show_in_notebooks()
     return figure
