@@ -1,4 +1,4 @@
-"""The corrected servers (level, edge, threaded) against rude clients, load generators and signals.
+"""The corrected servers (level, edge, fast, threaded) against rude clients, load generators and signals.
 
 Each rude client is followed by a polite one that must be answered: a server
 that died, hung or spun on the rude one fails there. Shapes, not timings:
@@ -21,7 +21,7 @@ from epollbook import clients, probes
 from epollbook.launch import serve
 from tools import need_tool, no_server_left_running
 
-EPOLL_SERVERS = ["level", "edge"]
+EPOLL_SERVERS = ["level", "edge", "fast"]
 ALL_SERVERS = [*EPOLL_SERVERS, "threaded"]
 HELLO = b"Hello, world!"
 
@@ -271,12 +271,13 @@ def test_idle_and_trickling_clients_are_closed_by_their_deadlines(name):
 # -- what differs between the variants ------------------------------------------
 
 
-def test_edge_reads_the_rest_of_a_capped_drain_without_a_new_edge():
+@pytest.mark.parametrize("name", ["edge", "fast"])
+def test_edge_reads_the_rest_of_a_capped_drain_without_a_new_edge(name):
     # One recv() of 4096 bytes per turn: a 6000-byte head needs a second read, and no new
     # bytes will come to make a new edge. Without the revisit it would wait for its deadline.
-    with serve("edge", options=["--reads-per-event", "1", "--request-timeout", "3"]) as server:
+    with serve(name, options=["--reads-per-event", "1", "--request-timeout", "3"]) as server:
         answer = clients.oversized_client(server, 6000)
-        assert answer.endswith(HELLO), f"edge with one read per event answered a 6000-byte head with {answer!r}"
+        assert answer.endswith(HELLO), f"{name} with one read per event answered a 6000-byte head with {answer!r}"
 
 
 def test_threaded_makes_new_clients_wait_in_the_listen_queue_when_every_thread_is_taken():
@@ -305,7 +306,7 @@ def test_out_of_file_descriptors_the_server_neither_dies_nor_spins_and_the_waiti
                 waiting = [clients.start_request(server) for _ in range(3)]  # accept() fails: EMFILE
                 busy = probes.busy_fraction(server.pid, 0.5)
                 assert busy < 0.2, f"{name} kept {busy:.0%} of a core busy out of descriptors"
-                if name == "edge":
+                if name in ("edge", "fast"):
                     # The reserve descriptor: each waiting client is accepted and closed at once,
                     # rather than left in a queue no edge would report again.
                     ended = [request.finished.wait(5) and request.value in (None, b"") for request in waiting]
@@ -315,7 +316,7 @@ def test_out_of_file_descriptors_the_server_neither_dies_nor_spins_and_the_waiti
                         f"{name} answered beyond its limit: {[(r.value, r.error) for r in waiting]}"
         finally:
             process.rlimit(psutil.RLIMIT_NOFILE, (soft, hard))
-        if name != "edge":  # the idle 4 have closed: their descriptors are free for the waiting 3
+        if name not in ("edge", "fast"):  # the idle 4 have closed: their descriptors are free for the waiting 3
             answers = [request.wait(5) for request in waiting]
             assert all(answer.endswith(HELLO) for answer in answers), f"{name} then answered {answers}"
         assert_alive(server)
