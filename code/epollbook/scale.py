@@ -1,6 +1,7 @@
 """select, poll and epoll as the connections grow: chapter 10's measurements.
 
     fd_limit(needed)                          raise this process's soft RLIMIT_NOFILE within its hard limit, restore it
+    sizes_within_limit(sizes)                 the numbers of connections the hard limit leaves room for
     IdleConnections()                         one active connection and as many idle ones as asked (``grow(n)``)
     wait_costs(sizes, calls=..., rounds=...)  the cost of one wait of select, poll and epoll at each size: [WaitRow]
     select_refuses(number=1024)               one socket moved to a high fd number, shown to select, poll and epoll
@@ -76,7 +77,8 @@ cost of a wait at 10 descriptors is the kernel's and the C library's alone.
 
 CALLS = ("select", "poll", "epoll")
 
-SIZES = (10, 30, 100, 300, 1000, 3000, 10_000)
+SIZES = (10, 30, 100, 300, 900, 1000, 3000, 10_000)
+"""The chapter's sizes: 900 and 1000 on either side of select's limit, once a notebook's own descriptors count."""
 
 SPARE_FDS = 64
 """Descriptors left free above what a measurement needs, for whatever else the process opens meanwhile."""
@@ -310,6 +312,14 @@ def _waits_for(waiter, batch_seconds, timeout):
     trial = 3
     per_wait, _ = _timed(waiter, trial, timeout)
     return max(trial, min(20_000, round(batch_seconds / max(per_wait, 1e-7))))
+
+
+def sizes_within_limit(sizes=SIZES):
+    """The sizes of *sizes* this process's hard descriptor limit leaves room for (connections + open + spare)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        return tuple(sizes)
+    return tuple(size for size in sizes if open_fds() + size + 2 * SPARE_FDS <= hard)
 
 
 def wait_costs(sizes=SIZES, calls=CALLS, *, rounds=5, batch_seconds=0.002, timeout=1.0):
