@@ -78,6 +78,9 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
                      "TCP_NODELAY and TCP_CORK, uncork", "Where corking pays", "\N{HEAVY CHECK MARK}"]),
     ("09-tcp-nodelay", ["Set on the listener, inherited by accepted sockets", "client: two sends, Nagle on",
                         "asyncio sets it for you", "\N{HEAVY CHECK MARK}"]),
+    ("10-select-poll-epoll", ["filedescriptor out of range in select()", "highest fd watched",
+                              "table has the same shape", "calls per request",
+                              "descriptor limit: soft", "\N{HEAVY CHECK MARK}"]),
     ("errata", ["IndentationError", "UnicodeDecodeError", "[the defect shows]", "CLOSE_WAIT"]),
     ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "backlog-how-connect-ended",
                         "cork-send-corked", "nodelay-reply", "<table"]),
@@ -89,7 +92,7 @@ def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, output
 
 
 @pytest.mark.parametrize("chapter", ["03-why-blocking-hurts", "04-level-triggered", "07-listen-backlog",
-                                     "09-tcp-nodelay"])
+                                     "09-tcp-nodelay", "10-select-poll-epoll"])
 def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapter):
     if chapter == "07-listen-backlog":
         need_tool("ab")  # the backlog sweep, and its picture, need ApacheBench
