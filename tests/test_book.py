@@ -79,7 +79,7 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
     ("09-tcp-nodelay", ["Set on the listener, inherited by accepted sockets", "client: two sends, Nagle on",
                         "asyncio sets it for you", "\N{HEAVY CHECK MARK}"]),
     ("10-select-poll-epoll", ["filedescriptor out of range in select()", "highest fd watched",
-                              "table has the same shape", "calls per request",
+                              "from 10 to 10,000 descriptors, epoll", "calls per request",
                               "descriptor limit: soft", "\N{HEAVY CHECK MARK}"]),
     ("errata", ["IndentationError", "UnicodeDecodeError", "[the defect shows]", "CLOSE_WAIT"]),
     ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "backlog-how-connect-ended",

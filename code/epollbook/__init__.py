@@ -19,6 +19,8 @@ One module per job, so that a notebook cell reads like a sentence:
                   epoll; how each way a connection ends shows at the server);
 - ``backlog``, ``cork``, ``nagle`` — the experiments of chapters 7-9 (the listen
                   queue; TCP_CORK and data segments; Nagle's algorithm and delayed ACKs);
+- ``scale``     — chapter 10: what one wait of select, poll and epoll costs as idle
+                  connections grow, and what epoll costs instead (epoll_ctl);
 - ``bench``     — the measurements that take a load generator and a while: short
                   in the chapters, full by ``make bench``, written with the machine's
                   description beside them;
