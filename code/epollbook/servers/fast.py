@@ -1,38 +1,50 @@
-"""The book's fastest server: edge's loop with fewer system calls and less Python per request (chapter 11).
+"""The book's fastest server: edge's loop in fewer system calls and less Python per request (chapter 11).
 
-``edge`` spends about ten system calls on a request; this server spends
-seven, and no Python it can do without. Each change keeps every behaviour
-``edge`` has (the limits, the deadlines, the lingering close, the reserve
-descriptor for ``EMFILE``), and each was measured on its own
-(``python -m epollbook.bench throughput --server edge --server fast``):
+``edge`` spends about eleven system calls on a request, with three reads
+that find nothing among them; this server spends eight, all of which do
+something. It keeps every behaviour ``edge`` has (the limits, the deadlines,
+the lingering close, the reserve descriptor for ``EMFILE``), and each step
+was measured on its own, against uvloop in the same run
+(``python -m epollbook.bench throughput --server fast --server uvloop``):
 
 1. **No non-blocking mode on accepted sockets.** ``setblocking(False)`` is
    an ``ioctl`` per connection. ``recv`` and ``send`` take ``MSG_DONTWAIT``
-   instead: non-blocking for that call only, so nothing can ever block.
+   instead: non-blocking for that call, so nothing here can ever block.
 2. **No ``EPOLLOUT`` in the registration.** A connection registered for
    ``EPOLLOUT`` is reported writable as soon as it is registered, and again
-   when the client's ACK frees the buffer after the answer: two wake-ups and a
-   useless ``recv`` each. The whole answer fits the socket's buffer, so it is
-   sent at once; ``EPOLLOUT`` is watched only in the rare case it does not.
-3. **Read before registering.** A client sends its request right after it
-   connects, so by the time the server accepts, the request has usually
-   arrived: read it at once, answer, and only then register the connection
-   (to hear its close). A connection is never reported just to be read.
-4. **No wasted reads.** After the answer the server shuts down its side and
-   waits for the client's FIN; a connection registered only now is reported
-   if the FIN is already there, so the read that would find nothing is skipped.
-5. **No ``unregister`` before ``close``.** Closing the last reference to a
+   when the client's ACK frees the buffer after the answer: wake-ups and
+   reads that find nothing. The whole answer fits the socket's buffer, so it
+   is sent at once; ``EPOLLOUT`` is watched only if it ever does not fit.
+3. **No ``unregister`` before ``close``.** Closing the last reference to a
    descriptor removes it from the epoll set (no socket here is ever
    duplicated), so the ``epoll_ctl(DEL)`` is one call too many.
-6. **One clock read per turn**, and the connection table looked up first:
-   the listener and the wake-up pair are rare next to the connections.
-7. **A request judged once.** ``framing.judge`` is a pure function of the
-   bytes; a load generator sends the same bytes every time, so the verdict
-   of the last whole request is kept and reused when the next is identical.
+4. **No read that finds nothing after the answer.** ``edge`` reads once more
+   right after its ``shutdown``, in case the client's FIN came with the
+   request (no new edge would come for it). An event's mask says what holds
+   now, not only what changed: without ``EPOLLRDHUP`` the FIN is not there
+   yet, and it will make an edge of its own when it comes.
+5. **One accept per report.** The listener is level-triggered, so it is
+   reported for as long as a connection waits, and one ``accept()`` per
+   report always finds one. Draining an edge-triggered listener in batches
+   ends every batch with ``BlockingIOError``: a system call and a Python
+   exception, and under a load of 100 connections the batches are short.
+6. **Less Python per request.** Accepted sockets are the C type under
+   ``socket.socket`` (whose constructor and ``close()`` run Python code);
+   one clock read per turn of the loop; the connection table looked up
+   before the rare listener and wake-up pair; the hot path in fewer calls;
+   and since ``framing.judge`` is a pure function of the bytes and a load
+   generator sends the same bytes every time, the last whole request's
+   verdict is reused when the next request is identical.
 
-Per request: ``accept4``, ``recvfrom``, ``sendto``, ``shutdown``,
-``epoll_ctl(ADD)``, ``recvfrom`` (the client's FIN), ``close``, plus a share
-of ``epoll_wait`` and of the ``accept4`` that ends each batch.
+Per request: ``accept4``, ``getsockname`` (CPython's socket constructor
+checks the descriptor with it: only a server with no socket objects at all
+would avoid it, and Python has no ``shutdown`` for a bare descriptor),
+``epoll_ctl(ADD)``, ``recvfrom``, ``sendto``, ``shutdown``, ``recvfrom`` (the
+client's FIN) and ``close``, plus about one ``epoll_wait``.
+
+Tried and left out, because it measured worse: reading a connection before
+registering it. When the server accepts, the request has often not arrived
+yet, and that read finds nothing.
 
     python -m epollbook serve fast
     python -m epollbook.servers.fast --port 8080 --reads-per-event 4
@@ -52,9 +64,15 @@ from epollbook.servers.skeleton import OUT_OF_DESCRIPTORS, RECV_SIZE
 
 DONTWAIT = socket.MSG_DONTWAIT
 
+ENDED = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+"""An event's bits that say the client's FIN (or a reset) is there: reading will not find nothing."""
+
+REVISITED = select.EPOLLIN | ENDED
+"""The mask a step revisited without an event assumes: anything may be there."""
+
 
 class FastConnection:
-    """What ``skeleton.Connection`` holds, with ``events`` 0 until the connection is registered."""
+    """What ``skeleton.Connection`` holds; built without a Python-level socket and without a bytearray."""
 
     __slots__ = ("deadline", "drained", "events", "fd", "outgoing", "received", "request_deadline", "sock", "step")
 
@@ -62,7 +80,7 @@ class FastConnection:
         self.sock = sock
         self.fd = fd
         self.step = step
-        self.events = 0             # not registered yet: it is read before it is registered
+        self.events = 0             # what it is registered for: set by _register, right after accept
         self.received = b""         # the request so far; most arrive in one piece and are never copied
         self.outgoing = b""
         self.drained = 0
@@ -73,9 +91,17 @@ class FastConnection:
 class FastServer(EdgeServer):
     """``EdgeServer`` with its hot path rewritten: accept, read, answer, linger, close, in the fewest calls."""
 
+    # Level-triggered: the listener is reported while a connection waits in its queue, so the one accept()
+    # per report always finds one, and never ends a batch with the BlockingIOError (a system call and an
+    # exception) that draining an edge-triggered listener needs.
+    listener_events = select.EPOLLIN
+    accepts_per_event = 1
     # EPOLLRDHUP so that a client's half-close is reported even when it sends nothing more.
     reading_events = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
     writing_events = reading_events | select.EPOLLOUT  # only while an answer waits for room
+
+    # What accepted connections are: the C type under socket.socket, whose constructor and close() run no Python.
+    socket_type = _socket.socket
 
     def __init__(self, *args, **keywords):
         super().__init__(*args, **keywords)
@@ -91,10 +117,10 @@ class FastServer(EdgeServer):
         while not self._stopping:
             events = poll(self._poll_timeout())
             self._now = time.monotonic()  # one clock read serves every step of this turn
-            for fd, _ in events:
+            for fd, mask in events:
                 connection = connections.get(fd)  # the connections first: they are most of the events
                 if connection is not None:
-                    connection.step(connection)
+                    connection.step(connection, mask)
                 elif fd == listener:
                     self._accept()
                 elif fd == wakeup:
@@ -108,31 +134,23 @@ class FastServer(EdgeServer):
     # -- accepting -----------------------------------------------------
 
     def _accept(self):
-        # listener.accept() is _accept() (the descriptor) plus a socket.socket, a Python subclass whose
-        # constructor and close() run Python code; the C type underneath does all this server needs.
-        accept, connections, family, limits = self.listener._accept, self._connections, self._family, self.limits
+        try:
+            fd, _ = self.listener._accept()  # the descriptor: listener.accept() adds a socket.socket, built in Python
+        except BlockingIOError:  # the client gave up meanwhile and the queue is empty
+            return
+        except OSError as error:
+            if error.errno in OUT_OF_DESCRIPTORS:
+                self.out_of_descriptors()  # edge's reserve descriptor; level-triggered, the listener comes back
+            return  # ECONNABORTED: its client gave up; the next report brings the next one
+        limits = self.limits
         request_deadline = self._now + limits.request_timeout
-        deadline = min(request_deadline, self._now + limits.idle_timeout)
-        if deadline < self._next_deadline:
-            self._next_deadline = deadline
-        for _ in range(self.accepts_per_event):
-            try:
-                fd, _ = accept()
-            except BlockingIOError:  # nobody is waiting: the queue is drained
-                return
-            except OSError as error:
-                if error.errno in OUT_OF_DESCRIPTORS:
-                    if self.out_of_descriptors():
-                        continue
-                    return
-                continue  # ECONNABORTED: its client gave up; the next may not have
-            connection = FastConnection(_socket.socket(family, socket.SOCK_STREAM, 0, fd), fd, self._read_request,
-                                        request_deadline, deadline)
-            connections[fd] = connection
-            self._read_request(connection)  # the request is usually here already: no wake-up to read it
-            if connection.events == 0 and connections.get(fd) is connection:
-                self._register(connection, self.reading_events)  # not yet: wait for the rest
-        self.not_drained(self.listener.fileno())
+        connection = FastConnection(self.socket_type(self._family, socket.SOCK_STREAM, 0, fd), fd,
+                                    self._read_request, request_deadline,
+                                    min(request_deadline, self._now + limits.idle_timeout))
+        self._connections[fd] = connection
+        if connection.deadline < self._next_deadline:
+            self._next_deadline = connection.deadline
+        self._register(connection, self.reading_events)
 
     def _register(self, connection, events):
         try:
@@ -143,15 +161,20 @@ class FastServer(EdgeServer):
         connection.events = events
 
     def _watch(self, connection, events):
-        if connection.events == 0:
-            self._register(connection, events)
-        elif connection.events != events:
+        if connection.events != events:
             self._epoll.modify(connection.fd, events)
             connection.events = events
 
     # -- a request's three steps: read it, write the answer, drain before closing --
 
-    def _read_request(self, connection):
+    def _handle(self, fd):
+        # A step revisited without an event: assume the client's FIN may be there, so drains read.
+        if (connection := self._connections.get(fd)) is not None:
+            connection.step(connection, REVISITED)
+        elif fd == self.listener.fileno():
+            self._accept()
+
+    def _read_request(self, connection, mask):
         sock = connection.sock
         for _ in range(self.reads_per_event):
             try:
@@ -180,12 +203,12 @@ class FastServer(EdgeServer):
                 if self.show_requests and verdict.head:
                     print("-" * 40 + "\n" + framing.printable(verdict.head), flush=True)
                 connection.received = None
-                self._answer(connection, verdict.answer)
+                self._answer(connection, verdict.answer, mask)
                 return
             self._set_deadline(connection, min(connection.request_deadline, self._now + self.limits.idle_timeout))
         self.not_drained(connection.fd)
 
-    def _answer(self, connection, answer):
+    def _answer(self, connection, answer, mask):
         try:
             sent = connection.sock.send(answer, DONTWAIT)  # the whole answer, nearly always: it fits the buffer
         except BlockingIOError:
@@ -194,14 +217,14 @@ class FastServer(EdgeServer):
             self._close(connection)
             return
         if sent == len(answer):
-            self._linger(connection)
+            self._linger(connection, mask)
             return
         connection.outgoing = memoryview(answer)[sent:]
         connection.step = self._write_answer
         self._set_deadline(connection, self._now + self.limits.idle_timeout)
         self._watch(connection, self.writing_events)  # now, and only now, EPOLLOUT: tell me when there is room
 
-    def _write_answer(self, connection):
+    def _write_answer(self, connection, mask):
         while connection.outgoing:
             try:
                 sent = connection.sock.send(connection.outgoing, DONTWAIT)
@@ -212,9 +235,9 @@ class FastServer(EdgeServer):
                 return
             connection.outgoing = connection.outgoing[sent:]
             self._set_deadline(connection, self._now + self.limits.idle_timeout)
-        self._linger(connection)
+        self._linger(connection, mask)
 
-    def _linger(self, connection):
+    def _linger(self, connection, mask):
         # As edge: a FIN says "answer complete", then read what the client still sends until it closes.
         try:
             connection.sock.shutdown(socket.SHUT_WR)
@@ -223,16 +246,13 @@ class FastServer(EdgeServer):
             return
         connection.step = self._drain
         self._set_deadline(connection, self._now + self.limits.linger_seconds)  # never extended
-        if connection.events == 0:
-            # Answered at once: registering reports whatever is there already, the client's FIN included.
-            self._register(connection, self.reading_events)
-        else:
-            # The edge that brought the request may have brought the client's FIN too, and no new edge
-            # will come for it: read now.
-            self._watch(connection, self.reading_events)
-            self._drain(connection)
+        self._watch(connection, self.reading_events)
+        # The mask is what holds now, not only what changed: without EPOLLRDHUP the client's FIN is not here
+        # yet, and when it comes it makes an edge of its own. Reading now would find nothing.
+        if mask & ENDED:
+            self._drain(connection, mask)
 
-    def _drain(self, connection):
+    def _drain(self, connection, mask):
         sock = connection.sock
         for _ in range(self.reads_per_event):
             try:
