@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from epollbook import bench, clients
+from epollbook import bench, clients, probes
 from epollbook.launch import serve
 from epollbook.servers import framing
 from tools import need_tool, no_server_left_running
@@ -54,6 +54,23 @@ def test_wrk_with_100_connections_has_no_socket_error_against_a_contender(name):
         result = clients.wrk(server, connections=100, seconds=1, threads=1)
         assert result.requests > 0 and result.socket_errors == 0, f"wrk -c 100 -d 1s against {name}:\n{result.report}"
         assert result.non_2xx == 0, f"wrk got answers other than 200 from {name}:\n{result.report}"
+
+
+# -- fast: what its steps change, as the kernel sees it (test_servers.py holds everything it shares with edge) --
+
+
+def test_fast_watches_epollout_for_no_connection_and_its_listener_level_triggered():
+    with serve("fast") as server, clients.idle_clients(server, 5), clients.stalled_client(server):
+        clients.http_get(server)
+        interests = probes.epoll_interest_list(server.pid)
+        writing = [str(interest) for interest in interests if interest.events & probes.EPOLL_EVENTS["EPOLLOUT"]]
+        assert not writing, f"fast watches EPOLLOUT with nothing to write: {writing}"
+        edge_triggered = probes.EPOLL_EVENTS["EPOLLET"]
+        level = [interest for interest in interests if not interest.events & edge_triggered]
+        connections = [interest for interest in interests if interest.events & edge_triggered]
+        # Level-triggered: the listener and the wake-up pair; edge-triggered: the 6 clients (perhaps http_get's too).
+        assert len(level) == 2 and len(connections) in (6, 7), \
+            f"fast's interest list: {[str(interest) for interest in interests]}"
 
 
 # -- the throughput measurement ---------------------------------------------------------------------------
