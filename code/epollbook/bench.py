@@ -688,8 +688,9 @@ def _summary_throughput(rows):
     lines.append(f"\nmedians ({rows[0].seconds} s a run, wrk on CPU {_dash(rows[0].wrk_cpu)}, "
                  f"servers on CPU {_dash(rows[0].server_cpu)}):")
     for summary in summaries.values():
+        cost = "-" if summary.cpu_us_per_request is None else f"{summary.cpu_us_per_request:.1f}"
         lines.append(f"{summary.server:<17} {summary.requests_per_second:>8.0f} req/s  "
-                     f"{_dash(summary.cpu_us_per_request):>7} µs CPU/req  {summary.socket_errors} socket errors "
+                     f"{cost:>7} µs CPU/req  {summary.socket_errors} socket errors "
                      f"over {summary.rounds} rounds")
     if "uvloop" in summaries:
         yardstick = summaries["uvloop"]
