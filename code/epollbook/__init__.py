@@ -3,7 +3,9 @@
 One module per job, so that a notebook cell reads like a sentence:
 
 - ``catalog``   — every server the book can run, by name: the article's six examples
-                  (``examples``) and the corrected servers (``servers``);
+                  (``examples``), the corrected servers (``servers``: level, edge,
+                  threaded, and fast, the fastest the book builds) and the yardsticks
+                  they are measured against (``contenders``: selectors, asyncio, uvloop);
 - ``launch``    — start a server in the background, talk to it, stop it for sure
                   (with ``output``, its bounded capture, and ``lifeline``, the pipe it dies by);
 - ``clients``   — the only network layer: real tools (curl, ab, wrk), polite and rude
