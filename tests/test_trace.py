@@ -202,7 +202,12 @@ def test_run_by_hand_it_writes_one_line_per_event_to_stderr_and_leaves_the_serve
         assert http_get(announced.split()[-1]).status == 200
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=5)
+        try:
+            stdout, stderr = process.communicate(timeout=5)
+        except subprocess.TimeoutExpired:  # never leave it running, whatever went wrong
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+            raise
     events = parse_trace("".join(line + "\n" for line in stderr.splitlines() if line[:1].isdigit()))
     assert [event.kind for event in events[:2]] == ["register", "poll"], f"stderr held:\n{stderr}"
     assert "register" not in stdout, f"the events landed on stdout: {stdout!r}"
