@@ -365,7 +365,8 @@ class ThroughputRow:
     """One ``wrk -t1 -c connections -d seconds`` run against one server, a new connection per request.
 
     The book's servers answer HTTP/1.0 and close, so wrk opens a new
-    connection for each request (its parser sees no keep-alive); ``connections``
+    connection for each request (its parser sees no keep-alive; only
+    ``uvloop-keep-alive`` says keep-alive, and keeps wrk's connections); ``accepted``
     checks it: how much the kernel's count of accepted connections
     (``Tcp.PassiveOpens``) rose during the run, for the whole machine, so about
     ``requests`` plus wrk's last unfinished ones plus anything else connecting.
@@ -407,9 +408,11 @@ class ThroughputSummary(NamedTuple):
 THROUGHPUT_PRESETS = {
     # The chapter's, at build time, about 12 s: edge and fast between asyncio and uvloop, 1 s a run.
     "short": {"servers": ("edge", "fast", "asyncio-protocol", "uvloop"), "seconds": 1, "rounds": 3},
-    # make bench, about four minutes: every server that survives wrk -c 100, 5 s a run, five rounds.
+    # make bench, about four minutes: every server that survives wrk -c 100, 5 s a run, five rounds; and uvloop
+    # keeping its connections (the one server that does: wrk then connects 100 times in all), for what a
+    # connection costs.
     "full": {"servers": ("level", "edge", "fast", "threaded", "selectors", "asyncio-protocol", "asyncio-streams",
-                         "uvloop"),
+                         "uvloop", "uvloop-keep-alive"),
              "seconds": 5, "rounds": 5},
 }
 
@@ -421,13 +424,14 @@ def _pin(pid, cpu):
             os.sched_setaffinity(int(thread), {cpu})
 
 
-def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rounds=3, connections=100):
+def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rounds=3, connections=100, start=serve):
     """Load each of *servers* with ``wrk -t1 -c connections -d seconds``, *rounds* times; return ``[ThroughputRow]``.
 
     The servers are started once, each on a free port, and take turns: one
     run each per round, in the given order in odd rounds and the reverse in
     even ones, so that neither a slow moment of the machine nor going first
-    favours one of them. The servers run on one CPU and wrk on another (the
+    favours one of them. ``start(name)`` starts each (default ``launch.serve``;
+    ``throughput.step_server`` starts chapter 11's steps). The servers run on one CPU and wrk on another (the
     first and last this process may use), so a server never competes with its
     load generator. Each server is warmed up with a few requests first. Raises
     ``clients.ToolMissing`` without wrk, ``RuntimeError`` if wrk fails, and
@@ -441,7 +445,7 @@ def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rou
     server_cpu, wrk_cpu = (cpus[0], cpus[-1]) if len(cpus) > 1 else (None, None)
     rows = []
     with contextlib.ExitStack() as stack:
-        running = {name: stack.enter_context(serve(name)) for name in servers}
+        running = {name: stack.enter_context(start(name)) for name in servers}
         for server in running.values():
             if server_cpu is not None:
                 _pin(server.pid, server_cpu)

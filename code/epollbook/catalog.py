@@ -16,7 +16,8 @@ SERVERS.update({name: f"epollbook.servers.{name}" for name in ("threaded", "leve
 SERVERS.update({"selectors": "epollbook.contenders.selectors_server",
                 "asyncio-protocol": "epollbook.contenders.asyncio_protocol",
                 "asyncio-streams": "epollbook.contenders.asyncio_streams",
-                "uvloop": "epollbook.contenders.uvloop_protocol"})
+                "uvloop": "epollbook.contenders.uvloop_protocol",
+                "uvloop-keep-alive": "epollbook.contenders.keep_alive"})
 
 
 class UnknownServer(KeyError):

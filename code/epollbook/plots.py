@@ -5,6 +5,7 @@
     backlog_sweep(rows)           ab's connect times and the dropped SYNs against the listen backlog (chapter 7)
     round_trips(*comparisons)     round trips of contenders measured side by side, log scale (chapter 9)
     wait_costs(rows)              one wait of select, poll and epoll as connections grow, log-log (chapter 10)
+    throughput(rows)              requests/s and server CPU per request of servers under wrk (chapter 11)
 
 Each function returns a ``matplotlib.figure.Figure``, built without pyplot:
 no backend is chosen, no figure is left open in a global list however often a
@@ -358,5 +359,40 @@ def wait_costs(rows, *, reference=None, title=None, width=9.0):
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     if title:
         axes.set_title(title)
+    _show_in_notebooks()
+    return figure
+
+
+def throughput(rows, *, title=None, width=9.0):
+    """Draw ``bench.throughput``'s rows: requests/s and server CPU per request side by side; return the ``Figure``.
+
+    One bar per server, at the median of its rounds, with each round as a dot;
+    the servers in the order the rows name them. *rows* are ``ThroughputRow``
+    objects or their dicts (as read back from JSON). Raises ``ValueError`` if
+    *rows* is empty.
+    """
+    import dataclasses
+    import statistics
+
+    rows = [row if isinstance(row, dict) else dataclasses.asdict(row) for row in rows]
+    if not rows:
+        raise ValueError("there are no rows to draw: run bench.throughput() first")
+    servers = list(dict.fromkeys(row["server"] for row in rows))
+    figure = Figure(figsize=(width, 3.8), layout="constrained")
+    panels = figure.subplots(1, 2)
+    for axes, field, label in ((panels[0], "requests_per_second", "requests per second (wrk's)"),
+                               (panels[1], "cpu_us_per_request", "server CPU per request, µs (/proc)")):
+        for place, server in enumerate(servers):
+            values = [row[field] for row in rows if row["server"] == server and row[field] is not None]
+            if values:
+                axes.barh(place, statistics.median(values), color="tab:blue", alpha=0.35)
+                axes.plot(values, [place] * len(values), "o", color="tab:blue", markersize=4)
+        axes.set_yticks(range(len(servers)), servers)
+        axes.invert_yaxis()  # the first server on top, as in the table
+        axes.set_xlabel(label)
+        axes.grid(color="0.92", axis="x")
+    panels[1].tick_params(labelleft=False)
+    if title:
+        figure.suptitle(title)
     _show_in_notebooks()
     return figure
