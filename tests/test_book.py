@@ -81,6 +81,13 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
     ("10-select-poll-epoll", ["filedescriptor out of range in select()", "highest fd watched",
                               "from 10 to 10,000 descriptors, epoll", "calls per request",
                               "descriptor limit: soft", "\N{HEAVY CHECK MARK}"]),
+    ("11-throughput", ["server CPU \N{MICRO SIGN}s per request", "busy share of its CPU", "Its last words:",
+                       "System calls per request (", "edge, as chapter 5 left it", "\N{HEAVY CHECK MARK}"]),
+    ("12-selectors-and-asyncio", ["DefaultSelector here is EpollSelector", "send(None) handed the loop:",
+                                  "Every step served its 500 requests, 20 at a time",
+                                  "kernel could not take, and the connection",
+                                  "answered 13 after 13 bytes in two pieces and a half-close",
+                                  "\N{HEAVY CHECK MARK}"]),
     ("errata", ["IndentationError", "UnicodeDecodeError", "[the defect shows]", "CLOSE_WAIT"]),
     ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "backlog-how-connect-ended",
                         "cork-send-corked", "nodelay-reply", "<table"]),
@@ -92,7 +99,7 @@ def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, output
 
 
 @pytest.mark.parametrize("chapter", ["03-why-blocking-hurts", "04-level-triggered", "07-listen-backlog",
-                                     "09-tcp-nodelay", "10-select-poll-epoll"])
+                                     "09-tcp-nodelay", "10-select-poll-epoll", "11-throughput"])
 def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapter):
     if chapter == "07-listen-backlog":
         need_tool("ab")  # the backlog sweep, and its picture, need ApacheBench

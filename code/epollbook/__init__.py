@@ -23,6 +23,10 @@ One module per job, so that a notebook cell reads like a sentence:
                   queue; TCP_CORK and data segments; Nagle's algorithm and delayed ACKs);
 - ``scale``     — chapter 10: what one wait of select, poll and epoll costs as idle
                   connections grow, and what epoll costs instead (epoll_ctl);
+- ``throughput``, ``bridge`` — chapters 11 and 12: system calls per request, the
+                  steps from edge to fast (``servers.steps``), example 3 under load,
+                  saved results (``saved/``); selectors and asyncio seen from the
+                  kernel, and a small event loop in three steps (``tinyloop``);
 - ``bench``     — the measurements that take a load generator and a while: short
                   in the chapters, full by ``make bench``, written with the machine's
                   description beside them;
