@@ -671,6 +671,7 @@ def _backlog_arguments(command):
 
 
 def _run_throughput(arguments):
+    from epollbook import plots
     parameters = {**THROUGHPUT_PRESETS["full" if arguments.full else "short"], "connections": 100}
     parameters.update({key: value for key, value in (("servers", arguments.server and tuple(arguments.server)),
                                                       ("rounds", arguments.rounds), ("seconds", arguments.seconds))
@@ -679,7 +680,8 @@ def _run_throughput(arguments):
     started = environment(("wrk",))
     rows = throughput(parameters["servers"], seconds=parameters["seconds"], rounds=parameters["rounds"],
                       connections=parameters["connections"])
-    return rows, write_result("throughput", parameters, rows, out=arguments.out, started=started)
+    figure = plots.throughput(rows, title=f"wrk -t1 -c {parameters['connections']}, a connection per request")
+    return rows, write_result("throughput", parameters, rows, figure=figure, out=arguments.out, started=started)
 
 
 def _summary_throughput(rows):
