@@ -374,6 +374,8 @@ def throughput(rows, *, title=None, width=9.0):
     import dataclasses
     import statistics
 
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
     rows = [row if isinstance(row, dict) else dataclasses.asdict(row) for row in rows]
     if not rows:
         raise ValueError("there are no rows to draw: run bench.throughput() first")
@@ -391,6 +393,8 @@ def throughput(rows, *, title=None, width=9.0):
         axes.invert_yaxis()  # the first server on top, as in the table
         axes.set_xlabel(label)
         axes.grid(color="0.92", axis="x")
+    panels[0].xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # 120,000: no run-ons
+    panels[0].xaxis.set_major_locator(MaxNLocator(4))
     panels[1].tick_params(labelleft=False)
     if title:
         figure.suptitle(title)
