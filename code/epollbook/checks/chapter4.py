@@ -186,6 +186,23 @@ class _ServerUnderCheck(ServerUnderCheck):
             raise CheckFailed(f"expected everything closed once {self.name} returned; it left {' and '.join(kinds)} "
                               f"open (fd {', '.join(map(str, sorted([*epolls_left, *sockets_left])))}): close every "
                               "connection, and the epoll object too")
+
+    def leaks_nothing(self, hidden):
+        """The rude clients of ``serve_without_leaks`` (the hidden ones if *hidden*), then the stop: nothing left."""
+        if hidden:
+            self.fd_left_by(lambda address: clients.reset_client(address, clients.REQUEST),
+                            "a client reset the connection right after a complete request")
+            for _ in range(10):
+                with contextlib.suppress(OSError):
+                    clients.early_close_client(self.address)
+            self.fd_left_by(clients.early_close_client, "eleven clients in a row hung up early")
+            self.connect().sendall(clients.FIRST_LINE)  # still connected, mid-request, when the server stops
+            self.running.settle()
+        else:
+            self.fd_left_by(clients.early_close_client, "its client hung up before finishing its request")
+            self.fd_left_by(clients.reset_client, "its client reset it")
+        self.returns_once_shut_down()
+        self.left_nothing_open()
         passed(f"{self.name} left no socket and no epoll instance open")
 
 
@@ -208,20 +225,7 @@ def check_serve_without_leaks(serve_without_leaks, *, hidden=False):
     server = _ServerUnderCheck(serve_without_leaks)
     try:
         server.still_serving("starting")
-        if hidden:
-            server.fd_left_by(lambda address: clients.reset_client(address, clients.REQUEST),
-                              "a client reset the connection right after a complete request")
-            for _ in range(10):
-                with contextlib.suppress(OSError):
-                    clients.early_close_client(server.address)
-            server.fd_left_by(clients.early_close_client, "eleven clients in a row hung up early")
-            server.connect().sendall(clients.FIRST_LINE)  # still connected, mid-request, when the server stops
-            server.running.settle()
-        else:
-            server.fd_left_by(clients.early_close_client, "its client hung up before finishing its request")
-            server.fd_left_by(clients.reset_client, "its client reset it")
-        server.returns_once_shut_down()
-        server.left_nothing_open()
+        server.leaks_nothing(hidden)
     finally:
         server.close()
 
