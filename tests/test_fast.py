@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from epollbook import bench, clients, probes
+from epollbook import bench, clients, probes, throughput
 from epollbook.launch import serve
 from epollbook.servers import framing
 from tools import need_tool, no_server_left_running
@@ -85,20 +85,36 @@ def test_throughput_gives_a_connection_per_request_and_the_servers_cpu_for_each_
     # Each request had a connection of its own: the machine accepted at least as many as wrk completed.
     assert row.accepted >= row.requests, f"{row.accepted} connections accepted for {row.requests} requests"
     assert row.cpu_seconds > 0 and row.cpu_us_per_request > 0, f"the server spent no CPU: {row}"
+    # wrk ran flat out on its CPU for the second (a core's 1 s, give or take a tick), and the server slept and
+    # was woken again and again (more than once a thousand requests, whatever batching).
+    assert row.wrk_cpu_us_per_request * row.requests > 0.5e6, f"wrk spent {row.wrk_cpu_us_per_request} µs a request"
+    assert row.wakeups_per_request > 1e-3, f"the server was woken {row.wakeups_per_request} times a request"
+
+
+def test_fast_pauses_before_its_waits_under_load_and_never_with_one_client_at_a_time():
+    # Step 7, as the kernel sees it: a clock_nanosleep between two epoll_waits when many connections are open.
+    need_tool("strace")
+    need_tool("ab")
+    alone = throughput.system_calls("fast", requests=100, concurrency=1)
+    crowded = throughput.system_calls("fast", requests=600, concurrency=60)
+    assert "clock_nanosleep" not in alone.counts, f"fast paused with one client at a time: {alone.per_request()}"
+    assert crowded.counts.get("clock_nanosleep", 0) > 0, \
+        f"fast never paused with 60 clients at a time: {crowded.per_request()}"
 
 
 @pytest.mark.quick
 def test_throughput_summary_takes_medians_per_server_and_sums_errors():
-    def row(server, round_number, per_second, cost, errors=0):
+    def row(server, round_number, per_second, cost, errors=0, wrk_cost=None, wakeups=None):
         return bench.ThroughputRow(server, round_number, 1, 100, 1000, per_second, errors, 0, cost * 1e-3, cost,
-                                   1000, 0, 1)
+                                   1000, 0, 1, wrk_cost, wakeups)
 
-    rows = [row("uvloop", 1, 100.0, 30.0), row("fast", 1, 110.0, 29.0, errors=2), row("fast", 2, 90.0, 31.0),
-            row("uvloop", 2, 120.0, 20.0), row("fast", 3, 130.0, 40.0), row("uvloop", 3, 80.0, 25.0)]
+    # uvloop's rows as saved before wrk's CPU and the wake-ups were measured; fast's with them, one round without.
+    rows = [row("uvloop", 1, 100.0, 30.0), row("fast", 1, 110.0, 29.0, 2, 40.0, 0.2), row("fast", 2, 90.0, 31.0),
+            row("uvloop", 2, 120.0, 20.0), row("fast", 3, 130.0, 40.0, 0, 50.0, 0.6), row("uvloop", 3, 80.0, 25.0)]
     summaries = bench.throughput_summary(rows)
     assert list(summaries) == ["uvloop", "fast"]
-    assert summaries["fast"] == ("fast", 3, 110.0, 31.0, 2, 0)
-    assert summaries["uvloop"] == ("uvloop", 3, 100.0, 25.0, 0, 0)
+    assert summaries["fast"] == ("fast", 3, 110.0, 31.0, 2, 0, 45.0, 0.4)
+    assert summaries["uvloop"] == ("uvloop", 3, 100.0, 25.0, 0, 0, None, None)
     text = bench._summary_throughput(rows)
     assert "fast against uvloop: 1.10× the requests/s, 1.24× the CPU per request" in text, text
 

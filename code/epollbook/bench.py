@@ -377,6 +377,14 @@ class ThroughputRow:
     ``cpu_us_per_request`` that per request, in microseconds (None without
     requests). ``server_cpu`` and ``wrk_cpu`` are the CPUs each was pinned to
     (None: the process may use only one CPU, so neither was pinned).
+    ``wrk_cpu_us_per_request`` is wrk's own CPU time per request, and
+    ``wakeups_per_request`` how often the server's threads were woken
+    (voluntary context switches) per request (both None in results saved
+    before they were measured): when wrk runs out of CPU first, it sets the
+    rate, and a server changes it by what it makes wrk's side do, waking the
+    server among it.
+    A server that forks workers is measured whole: pinned and counted over
+    every process it started.
     """
 
     server: str
@@ -392,6 +400,8 @@ class ThroughputRow:
     accepted: int
     server_cpu: int | None
     wrk_cpu: int | None
+    wrk_cpu_us_per_request: float | None = None
+    wakeups_per_request: float | None = None
 
 
 class ThroughputSummary(NamedTuple):
@@ -403,25 +413,46 @@ class ThroughputSummary(NamedTuple):
     cpu_us_per_request: float | None
     socket_errors: int
     non_2xx: int
+    wrk_cpu_us_per_request: float | None = None
+    wakeups_per_request: float | None = None
 
 
 THROUGHPUT_PRESETS = {
     # The chapter's, at build time, about 12 s: edge and fast between asyncio and uvloop, 1 s a run.
     "short": {"servers": ("edge", "fast", "asyncio-protocol", "uvloop"), "seconds": 1, "rounds": 3},
-    # make bench, about four minutes: every server that survives wrk -c 100, 5 s a run, five rounds; and uvloop
-    # keeping its connections (the one server that does: wrk then connects 100 times in all), for what a
-    # connection costs.
+    # make bench, about four minutes: every server that survives wrk -c 100, 5 s a run, five rounds; and fast and
+    # uvloop keeping their connections (wrk then connects 100 times in all), for what a connection costs.
     "full": {"servers": ("level", "edge", "fast", "threaded", "selectors", "asyncio-protocol", "asyncio-streams",
-                         "uvloop", "uvloop-keep-alive"),
+                         "uvloop", "fast-keep-alive", "uvloop-keep-alive"),
              "seconds": 5, "rounds": 5},
 }
 
 
 def _pin(pid, cpu):
-    """Pin every thread of process *pid* to *cpu* (an affinity set on a pid holds for that one thread)."""
-    for thread in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
-            os.sched_setaffinity(int(thread), {cpu})
+    """Pin every thread of process *pid* and of its descendants to *cpu* (an affinity set on a pid holds for that
+    one thread)."""
+    for process in probes.process_tree(pid):
+        with contextlib.suppress(FileNotFoundError):  # a process that has just ended
+            for thread in os.listdir(f"/proc/{process}/task"):
+                with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+                    os.sched_setaffinity(int(thread), {cpu})
+
+
+def _tree_usage(pid):
+    """(CPU seconds, wake-ups) so far of *pid* and every process it started that still runs.
+
+    A wake-up is a voluntary context switch: a thread went to sleep (in
+    ``epoll_wait``, mostly) and something woke it. Counted thread by thread:
+    ``/proc/PID/status`` counts the main thread only.
+    """
+    cpu = wakeups = 0
+    for process in probes.process_tree(pid):
+        with contextlib.suppress(ProcessLookupError):  # a worker that has just ended
+            cpu += probes.cpu_seconds(process)
+            for thread in os.listdir(f"/proc/{process}/task"):
+                with contextlib.suppress(ProcessLookupError):
+                    wakeups += probes.context_switches(process, int(thread)).voluntary
+    return cpu, wakeups
 
 
 def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rounds=3, connections=100, start=serve):
@@ -454,9 +485,11 @@ def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rou
         for round_number in range(1, rounds + 1):
             for name in servers if round_number % 2 else reversed(servers):
                 server = running[name]
-                before_cpu, before_opens = probes.cpu_seconds(server.pid), probes.netstat_counters()["Tcp.PassiveOpens"]
+                (before_cpu, before_wakeups), before_opens = (_tree_usage(server.pid),
+                                                              probes.netstat_counters()["Tcp.PassiveOpens"])
                 result = clients.wrk(server, connections=connections, seconds=int(seconds), threads=1, cpu=wrk_cpu)
-                cpu = probes.cpu_seconds(server.pid) - before_cpu
+                after_cpu, after_wakeups = _tree_usage(server.pid)
+                cpu = after_cpu - before_cpu
                 accepted = probes.netstat_counters()["Tcp.PassiveOpens"] - before_opens
                 if not server.running:
                     raise RuntimeError(f"{name} died under wrk -c {connections}; it printed:\n{server.output}")
@@ -465,8 +498,20 @@ def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rou
                     requests=result.requests, requests_per_second=result.requests_per_second,
                     socket_errors=result.socket_errors, non_2xx=result.non_2xx, cpu_seconds=round(cpu, 3),
                     cpu_us_per_request=round(cpu / result.requests * 1e6, 2) if result.requests else None,
-                    accepted=accepted, server_cpu=server_cpu, wrk_cpu=wrk_cpu))
+                    accepted=accepted, server_cpu=server_cpu, wrk_cpu=wrk_cpu,
+                    wrk_cpu_us_per_request=round(result.cpu_seconds / result.requests * 1e6, 2)
+                    if result.requests else None,
+                    wakeups_per_request=round((after_wakeups - before_wakeups) / result.requests, 3)
+                    if result.requests else None))
     return rows
+
+
+def _median_of(rows, field):
+    """The median of *field* over *rows* where it was measured, or None where it never was."""
+    import statistics
+
+    values = [getattr(row, field) for row in rows if getattr(row, field) is not None]
+    return statistics.median(values) if values else None
 
 
 def throughput_summary(rows):
@@ -476,11 +521,11 @@ def throughput_summary(rows):
     summaries = {}
     for name in dict.fromkeys(row.server for row in rows):
         own = [row for row in rows if row.server == name]
-        costs = [row.cpu_us_per_request for row in own if row.cpu_us_per_request is not None]
         summaries[name] = ThroughputSummary(
             name, len(own), statistics.median(row.requests_per_second for row in own),
-            statistics.median(costs) if costs else None,
-            sum(row.socket_errors for row in own), sum(row.non_2xx for row in own))
+            _median_of(own, "cpu_us_per_request"),
+            sum(row.socket_errors for row in own), sum(row.non_2xx for row in own),
+            _median_of(own, "wrk_cpu_us_per_request"), _median_of(own, "wakeups_per_request"))
     return summaries
 
 
@@ -695,9 +740,11 @@ def _summary_throughput(rows):
                  f"servers on CPU {_dash(rows[0].server_cpu)}):")
     for summary in summaries.values():
         cost = "-" if summary.cpu_us_per_request is None else f"{summary.cpu_us_per_request:.1f}"
+        wrk_cost = "-" if summary.wrk_cpu_us_per_request is None else f"{summary.wrk_cpu_us_per_request:.1f}"
+        wakeups = "-" if summary.wakeups_per_request is None else f"{summary.wakeups_per_request:.2f}"
         lines.append(f"{summary.server:<17} {summary.requests_per_second:>8.0f} req/s  "
-                     f"{cost:>7} µs CPU/req  {summary.socket_errors} socket errors "
-                     f"over {summary.rounds} rounds")
+                     f"{cost:>7} µs CPU/req  {wakeups:>5} wake-ups/req  (wrk {wrk_cost:>5} µs/req)  "
+                     f"{summary.socket_errors} socket errors over {summary.rounds} rounds")
     if "uvloop" in summaries:
         yardstick = summaries["uvloop"]
         for summary in summaries.values():

@@ -33,6 +33,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -161,6 +162,7 @@ class WrkResult:
     non_2xx: int        # answers that were not 2xx or 3xx
     requests_per_second: float
     report: str
+    cpu_seconds: float | None = None  # wrk's own CPU time, user + system, every thread (None: not measured)
 
     def __str__(self):
         return (f"{self.requests:,} requests, {self.socket_errors} socket errors, {self.non_2xx} not 2xx "
@@ -193,23 +195,50 @@ def ab(target, requests=100, concurrency=1, timeout=30.0):
 def wrk(target, connections=100, seconds=2, threads=2, cpu=None):
     """Load *target* with wrk (``wrk -t threads -c connections -d seconds``); return a ``WrkResult``.
 
-    With *cpu* (a CPU number), wrk runs on that CPU only. Raises
-    ``ToolMissing`` if wrk is not installed, ``RuntimeError`` if it fails.
+    With *cpu* (a CPU number), wrk runs on that CPU only. The result's
+    ``cpu_seconds`` is wrk's own CPU time: on two cores it is wrk that runs
+    out first, so its cost per request sets the rate. Raises ``ToolMissing``
+    if wrk is not installed, ``RuntimeError`` if it fails.
     """
     command = [require_tool("wrk"), "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", url_of(target)]
     # Pinned before exec, so that wrk's threads inherit it: an affinity set on a pid later holds for that thread only.
     pin = None if cpu is None else lambda: os.sched_setaffinity(0, {cpu})
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=pin) as running:
-        report, errors = running.communicate(timeout=seconds + 30)
+    with tempfile.TemporaryFile("w+") as output, tempfile.TemporaryFile("w+") as error_output:
+        running = subprocess.Popen(command, stdout=output, stderr=error_output, preexec_fn=pin)
+        returncode, usage = _wait_with_usage(running, seconds + 30)
+        output.seek(0), error_output.seek(0)
+        report, errors = output.read(), error_output.read()
+    if returncode is None:
+        raise RuntimeError(f"wrk did not end within {seconds + 30} s of a {seconds} s run, and was killed")
     summary = re.search(r"(\d+) requests in", report)
-    if running.returncode != 0 or summary is None:
-        raise RuntimeError(f"wrk failed (exit {running.returncode}): {errors.strip() or report.strip()}")
+    if returncode != 0 or summary is None:
+        raise RuntimeError(f"wrk failed (exit {returncode}): {errors.strip() or report.strip()}")
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", report)
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", report)
     per_second = re.search(r"Requests/sec:\s+([\d.]+)", report)
     return WrkResult(int(summary[1]), sum(map(int, socket_errors.groups())) if socket_errors else 0,
-                     int(non_2xx[1]) if non_2xx else 0, float(per_second[1]) if per_second else 0.0, report)
+                     int(non_2xx[1]) if non_2xx else 0, float(per_second[1]) if per_second else 0.0, report,
+                     usage.ru_utime + usage.ru_stime)
+
+
+def _wait_with_usage(process, timeout):
+    """Reap *process* (a ``Popen``) within *timeout* seconds; return (exit status, its ``resource.struct_rusage``).
+
+    ``os.wait4`` returns the child's own resource use, whatever else this
+    process has started; ``Popen.wait`` would reap it without. On timeout the
+    process is killed and the status is None.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)  # so that Popen does not try to reap it again
+            return process.returncode, usage
+        time.sleep(0.01)
+    process.kill()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return None, usage
 
 
 def exchange(target, request=REQUEST, *, timeout=5.0, piece_size=None, pause=0.0):

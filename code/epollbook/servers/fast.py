@@ -40,13 +40,32 @@ because they cost no clarity.
    generator sends the same bytes every time, the last whole request's
    verdict is reused when the next request is identical.
 
+7. **Fewer wake-ups under load.** A thread asleep in ``epoll_wait`` is woken
+   by whoever makes one of its sockets ready, and the waker pays: on
+   loopback, the client's side of a connection (its handshake, its request,
+   its FIN) runs in the client's process, on the client's CPU, and so does
+   each wake-up of the server it causes. On two cores it is the load
+   generator that runs out first, so what it pays per request sets the rate.
+   A slow server is woken less (it is still busy when the next event comes),
+   which is why ``edge``, spending more CPU per request, served more requests
+   per second than ``fast`` did before this step. So after a turn that
+   handled more than one event while ``gather_from`` (32) connections or more
+   were open, this server sleeps ``gather_seconds`` (20 µs, about 70 with the
+   kernel's default timer slack) before it waits again, and the events of
+   that time come back from one wait, woken by no one. The same pause with
+   two to four connections halved their rate (each turn waited with nothing
+   else to do), hence the 32: with few connections this server is as it was.
+   While events gather, the listener's queue fills too, so one accept per
+   report would make the pause the ceiling of accepts: up to
+   ``accepts_while_gathering`` (8) then. Chapter 11 measures all of it.
+
 Per request: ``accept4``, ``getsockname`` (CPython's socket constructor
 checks the descriptor with it: only a server with no socket objects at all
 would avoid it, and Python has no ``shutdown`` for a bare descriptor),
 ``epoll_ctl(ADD)``, ``recvfrom``, ``sendto``, ``shutdown``, ``recvfrom`` (the
-client's FIN) and ``close``, plus about one ``epoll_wait``: nine, as uvloop's
-ten (it also asks ``getpeername`` and sets ``TCP_NODELAY``, and closes
-without lingering).
+client's FIN) and ``close``, plus a share of an ``epoll_wait`` (and under
+load, of a ``clock_nanosleep``): nine, as uvloop's ten (it also asks
+``getpeername`` and sets ``TCP_NODELAY``, and closes without lingering).
 
 Tried and left out, because they measured worse: reading a connection
 before registering it (when the server accepts, the request has often not
@@ -112,6 +131,13 @@ class FastServer(EdgeServer):
     # What accepted connections are: the C type under socket.socket, whose constructor and close() run no Python.
     socket_type = _socket.socket
 
+    # Step 7: after a turn with more than one event while this many connections are open, sleep gather_seconds
+    # (plus the kernel's timer slack, 50 µs by default) before the next wait, and accept up to
+    # accepts_while_gathering connections per report, the queue having had time to fill.
+    gather_from = 32
+    gather_seconds = 20e-6
+    accepts_while_gathering = 8
+
     def __init__(self, *args, **keywords):
         super().__init__(*args, **keywords)
         self._now = time.monotonic()
@@ -123,6 +149,7 @@ class FastServer(EdgeServer):
     def serve_forever(self):
         poll, connections = self._epoll.poll, self._connections
         listener, wakeup = self.listener.fileno(), self._wakeup.fileno()
+        sleep, gathering = time.sleep, False
         while not self._stopping:
             events = poll(self._poll_timeout())
             self._now = time.monotonic()  # one clock read serves every step of this turn
@@ -131,7 +158,7 @@ class FastServer(EdgeServer):
                 if connection is not None:
                     connection.step(connection, mask)
                 elif fd == listener:
-                    self._accept()
+                    self._accept(self.accepts_while_gathering if gathering else 1)
                 elif fd == wakeup:
                     self._clear_wakeup()
             if self._revisit:
@@ -139,27 +166,33 @@ class FastServer(EdgeServer):
                 for fd in revisit:
                     self._handle(fd)
             self._enforce_deadlines()
+            # Step 7: under load, let the next turn's events gather instead of being woken for each of them.
+            gathering = len(events) > 1 and len(connections) >= self.gather_from
+            if gathering:
+                sleep(self.gather_seconds)
 
     # -- accepting -----------------------------------------------------
 
-    def _accept(self):
-        try:
-            fd, _ = self.listener._accept()  # the descriptor: listener.accept() adds a socket.socket, built in Python
-        except BlockingIOError:  # the client gave up meanwhile and the queue is empty
-            return
-        except OSError as error:
-            if error.errno in OUT_OF_DESCRIPTORS:
-                self.out_of_descriptors()  # edge's reserve descriptor; level-triggered, the listener comes back
-            return  # ECONNABORTED: its client gave up; the next report brings the next one
+    def _accept(self, most=1):
+        """Accept up to *most* connections: one per report, unless events were left to gather (step 7)."""
         limits = self.limits
-        request_deadline = self._now + limits.request_timeout
-        connection = FastConnection(self.socket_type(self._family, socket.SOCK_STREAM, 0, fd), fd,
-                                    self._read_request, request_deadline,
-                                    min(request_deadline, self._now + limits.idle_timeout))
-        self._connections[fd] = connection
-        if connection.deadline < self._next_deadline:
-            self._next_deadline = connection.deadline
-        self._register(connection, self.reading_events)
+        for _ in range(most):
+            try:
+                fd, _ = self.listener._accept()  # the descriptor: listener.accept() adds a socket.socket, in Python
+            except BlockingIOError:  # the queue is empty (a client gave up meanwhile, or a batch took them all)
+                return
+            except OSError as error:
+                if error.errno in OUT_OF_DESCRIPTORS:
+                    self.out_of_descriptors()  # edge's reserve descriptor; level-triggered, the listener comes back
+                return  # ECONNABORTED: its client gave up; the next report brings the next one
+            request_deadline = self._now + limits.request_timeout
+            connection = FastConnection(self.socket_type(self._family, socket.SOCK_STREAM, 0, fd), fd,
+                                        self._read_request, request_deadline,
+                                        min(request_deadline, self._now + limits.idle_timeout))
+            self._connections[fd] = connection
+            if connection.deadline < self._next_deadline:
+                self._next_deadline = connection.deadline
+            self._register(connection, self.reading_events)
 
     def _register(self, connection, events):
         try:
@@ -226,7 +259,7 @@ class FastServer(EdgeServer):
             self._close(connection)
             return
         if sent == len(answer):
-            self._linger(connection, mask)
+            self._after_answer(connection, mask)
             return
         connection.outgoing = memoryview(answer)[sent:]
         connection.step = self._write_answer
@@ -244,6 +277,11 @@ class FastServer(EdgeServer):
                 return
             connection.outgoing = connection.outgoing[sent:]
             self._set_deadline(connection, self._now + self.limits.idle_timeout)
+        self._watch(connection, self.reading_events)  # the answer is out: EPOLLOUT would only report room, again
+        self._after_answer(connection, mask)
+
+    def _after_answer(self, connection, mask):
+        """The whole answer is sent, and *connection* is registered for reading: close it, lingering."""
         self._linger(connection, mask)
 
     def _linger(self, connection, mask):
@@ -255,7 +293,6 @@ class FastServer(EdgeServer):
             return
         connection.step = self._drain
         self._set_deadline(connection, self._now + self.limits.linger_seconds)  # never extended
-        self._watch(connection, self.reading_events)
         # The mask is what holds now, not only what changed: without EPOLLRDHUP the client's FIN is not here
         # yet, and when it comes it makes an edge of its own. Reading now would find nothing.
         if mask & ENDED:
