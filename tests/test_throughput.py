@@ -1,11 +1,11 @@
 """Chapter 11's pieces against real servers: the keep-alive yardstick, the steps from edge to fast, the traces."""
 
+import contextlib
 import socket
 
 import pytest
 
-from epollbook import clients, throughput
-from epollbook.contenders.keep_alive import KEEP_ALIVE
+from epollbook import bench, clients, throughput
 from epollbook.launch import serve
 from epollbook.servers import framing
 from epollbook.servers.steps import STEPS
@@ -17,16 +17,74 @@ def test_uvloop_keep_alive_answers_three_requests_on_one_connection():
         for number in range(3):
             sock.sendall(clients.REQUEST)
             received = b""
-            while len(received) < len(KEEP_ALIVE):
+            while len(received) < len(framing.KEEP_ALIVE):
                 chunk = sock.recv(4096)
                 assert chunk, f"the server closed the connection after {number} answers and {received!r}"
                 received += chunk
-            assert received == KEEP_ALIVE, f"answer {number + 1} was {received!r}"
+            assert received == framing.KEEP_ALIVE, f"answer {number + 1} was {received!r}"
 
 
 def test_uvloop_keep_alive_closes_after_a_request_that_is_not_http():
     with serve("uvloop-keep-alive") as server:
         assert clients.exchange(server, b"HELLO\r\n\r\n") == framing.NOT_HTTP
+
+
+def read_answers(sock, count, answer=framing.KEEP_ALIVE):
+    """Read *count* answers of *answer*'s length from *sock*; fail if the server closes first or sends otherwise."""
+    received = b""
+    while len(received) < count * len(answer):
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {len(received) // len(answer)} answers"
+        received += chunk
+    assert received == answer * count, f"the answers were {received[:300]!r}..."
+
+
+def test_fast_keep_alive_answers_requests_one_by_one_and_pipelined_on_one_connection():
+    with serve("fast-keep-alive") as server, socket.create_connection(server.address, timeout=5) as sock:
+        for _ in range(3):
+            sock.sendall(clients.REQUEST)
+            read_answers(sock, 1)
+        sock.sendall(clients.REQUEST * 1000)  # 35 kB at once: more than one read, and no new edge for the rest
+        read_answers(sock, 1000)
+        half = len(clients.REQUEST) // 2
+        sock.sendall(clients.REQUEST + clients.REQUEST[:half])  # one whole request and the beginning of the next
+        read_answers(sock, 1)
+        sock.sendall(clients.REQUEST[half:])
+        read_answers(sock, 1)
+        sock.sendall(b"HELLO\r\n\r\n")  # not HTTP: answered, and the connection closed
+        assert clients.read_until_closed(sock) == framing.NOT_HTTP
+        assert "Traceback" not in server.output, server.output
+
+
+def test_fast_keep_alive_closes_an_idle_connection_without_a_word_and_a_late_request_with_408():
+    with serve("fast-keep-alive", options=["--idle-timeout", "0.3"]) as server:
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.sendall(clients.REQUEST)
+            read_answers(sock, 1)
+            assert clients.read_until_closed(sock) == b"", "an idle kept connection got more than its close"
+        with socket.create_connection(server.address, timeout=5) as sock:
+            sock.sendall(clients.REQUEST)
+            read_answers(sock, 1)
+            sock.sendall(clients.REQUEST[:10])  # the next request begins, and stops
+            assert clients.read_until_closed(sock) == framing.TIMED_OUT
+
+
+def test_fast_keep_alive_refuses_an_endless_head_with_431():
+    with serve("fast-keep-alive") as server, socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(clients.REQUEST)
+        read_answers(sock, 1)
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            sock.sendall(b"GET / HTTP/1.0\r\nX: " + b"y" * 20_000)
+        assert clients.read_until_closed(sock).startswith(b"HTTP/1.0 431 ")
+
+
+def test_wrk_keeps_its_connections_with_fast_keep_alive_and_has_no_socket_error():
+    need_tool("wrk")
+    rows = bench.throughput(("fast-keep-alive",), seconds=1, rounds=1)
+    row = rows[0]
+    assert row.requests > 0 and row.socket_errors == 0 and row.non_2xx == 0, row
+    # wrk's 100 connections (and this machine's other traffic): far fewer than a connection per request.
+    assert row.accepted < row.requests / 10, f"{row.accepted} connections accepted for {row.requests} requests"
 
 
 @pytest.mark.parametrize("step", list(STEPS))

@@ -21,9 +21,6 @@ import uvloop
 from epollbook.contenders.common import run_asyncio
 from epollbook.servers import framing
 
-KEEP_ALIVE = framing.RESPONSE.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
-"""The article's answer with the header that asks an HTTP/1.0 client to keep the connection."""
-
 
 class KeepAliveProtocol(asyncio.Protocol):
     """One connection: answer each request whose head is complete, on the same connection; close on an error."""
@@ -39,10 +36,8 @@ class KeepAliveProtocol(asyncio.Protocol):
                 self.transport.write(verdict.answer)
                 self.transport.close()
                 return
-            self.transport.write(KEEP_ALIVE)
-            # The head's empty line ends where judge found it: the bytes after it are the next request.
-            end = framing._END_OF_HEAD.match(self.received, len(verdict.head))
-            del self.received[:end.end()]
+            self.transport.write(framing.KEEP_ALIVE)
+            self.received = bytearray(framing.after_head(self.received, verdict))  # the next request's beginning
 
 
 def start_serving(listener):

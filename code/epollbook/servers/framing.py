@@ -25,6 +25,10 @@ RESPONSE = (b"HTTP/1.0 200 OK\r\nDate: Mon, 1 Jan 1996 01:01:01 GMT\r\n"
             b"Hello, world!")
 """The article's answer, byte for byte."""
 
+KEEP_ALIVE = RESPONSE.replace(b"\r\n\r\n", b"\r\nConnection: keep-alive\r\n\r\n", 1)
+"""The article's answer with the header that asks an HTTP/1.0 client to keep the connection (chapter 11's servers
+that keep their connections, ``fast-keep-alive`` and ``uvloop-keep-alive``, answer it)."""
+
 MAX_HEAD = 8192
 """The longest request head answered by default, in bytes (as many servers allow: nginx, Node.js)."""
 
@@ -85,6 +89,16 @@ def judge(received, max_head=MAX_HEAD):
     if len(received) > max_head:
         return Verdict(too_long(max_head), b"")
     return None
+
+
+def after_head(received, verdict):
+    """The bytes of *received* after the head *verdict* answered and its empty line (``b''`` if none).
+
+    On a kept connection they are the beginning of the next request (a
+    client may send it before it has the answer: pipelining). *verdict* must
+    be the ``RESPONSE`` verdict ``judge(received)`` returned.
+    """
+    return bytes(received[_END_OF_HEAD.match(received, len(verdict.head)).end():])
 
 
 def printable(head, most=2000):
