@@ -89,6 +89,25 @@ def positive_whole(text):
     return int(text)
 
 
+def command_line(server_class, description=None):
+    """The ``argparse`` parser ``main(server_class)`` reads its command line with; a program may add options.
+
+    Its options: the address (``--host``, ``--port``, ``--backlog``), the
+    ``Limits``, ``--show-requests`` and *server_class*'s own (its
+    ``add_arguments``). *description* defaults to the first line of the
+    docstring of *server_class*'s module.
+    """
+    if description is None:
+        description = (sys.modules[server_class.__module__].__doc__ or "").split("\n", 1)[0]
+    parser = argparse.ArgumentParser(description=description)
+    add_address_arguments(parser, BACKLOG, f"default {BACKLOG}; the article's listen(1) holds 2")
+    Limits.add_arguments(parser)
+    parser.add_argument("--show-requests", action="store_true",
+                        help="print each request's head (off by default: printing slows a server under ab)")
+    server_class.add_arguments(parser)
+    return parser
+
+
 def main(server_class, argv=None):
     """Run a server of *server_class* from the command line until SIGINT or SIGTERM; return the exit status, 0.
 
@@ -100,13 +119,7 @@ def main(server_class, argv=None):
     argparse's one-line message and exit status 2; an address it cannot
     listen on, with one line and status 1.
     """
-    module = sys.modules[server_class.__module__]
-    parser = argparse.ArgumentParser(description=(module.__doc__ or "").split("\n", 1)[0])
-    add_address_arguments(parser, BACKLOG, f"default {BACKLOG}; the article's listen(1) holds 2")
-    Limits.add_arguments(parser)
-    parser.add_argument("--show-requests", action="store_true",
-                        help="print each request's head (off by default: printing slows a server under ab)")
-    server_class.add_arguments(parser)
+    parser = command_line(server_class)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     exit_with_owner()  # started by epollbook.launch: gone when the launcher is
     try:

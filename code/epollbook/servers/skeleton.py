@@ -113,6 +113,7 @@ class EpollServer:
 
     - ``EpollServer(address=("127.0.0.1", 0), backlog=BACKLOG, limits=None, *, show_requests=False)``
       binds and listens (``SO_REUSEADDR``), with ``Limits()`` unless told; raises ``OSError`` if it cannot.
+      Given ``listener=`` (a socket already listening), it serves that one instead, and ``close()`` closes it.
     - ``serve_forever()``: serve until ``stop()``; the connections stay open until ``close()``.
     - ``stop()``: make ``serve_forever()`` return at its next turn; safe from a signal handler or another thread.
     - ``close()``: close every connection, the listener and the epoll instance; safe to call twice.
@@ -143,7 +144,8 @@ class EpollServer:
     reads_per_event: int
     accepts_per_event: int
 
-    def __init__(self, address=("127.0.0.1", 0), backlog=BACKLOG, limits=None, *, show_requests=False):
+    def __init__(self, address=("127.0.0.1", 0), backlog=BACKLOG, limits=None, *, show_requests=False,
+                 listener=None):
         self.limits = limits or Limits()
         self.show_requests = show_requests
         self._connections = {}        # fd -> Connection: every open connection, and only those
@@ -151,7 +153,8 @@ class EpollServer:
         self._next_deadline = math.inf
         self._accepting_again_at = math.inf
         self._stopping = False
-        self.listener = socket.create_server(address, backlog=backlog)
+        # A listener opened elsewhere is served as it is: fast-reuseport's parent opens one per worker.
+        self.listener = socket.create_server(address, backlog=backlog) if listener is None else listener
         try:
             self.listener.setblocking(False)
             # stop() wakes a waiting poll() by writing a byte to this pair.
