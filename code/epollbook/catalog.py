@@ -13,6 +13,7 @@ SERVERS = {f"example{n}": f"epollbook.examples.example{n}" for n in range(1, 7)}
 # the thread-per-connection server of chapter 3, and chapter 11's fast one.
 SERVERS.update({name: f"epollbook.servers.{name}" for name in ("threaded", "level", "edge", "fast")})
 SERVERS["fast-keep-alive"] = "epollbook.servers.fast_keep_alive"  # chapter 11's second mode: fast, keeping connections
+SERVERS["fast-reuseport"] = "epollbook.servers.reuseport"  # fast's loop in one process per core (SO_REUSEPORT)
 # What chapter 11 measures the book's servers against (epollbook/contenders says what they leave out).
 SERVERS.update({"selectors": "epollbook.contenders.selectors_server",
                 "asyncio-protocol": "epollbook.contenders.asyncio_protocol",
