@@ -1,4 +1,4 @@
-"""The corrected servers (level, edge, fast, threaded) against rude clients, load generators and signals.
+"""The corrected servers (level, edge, fast, fast-reuseport, threaded) against rude clients, load and signals.
 
 Each rude client is followed by a polite one that must be answered: a server
 that died, hung or spun on the rude one fails there. Shapes, not timings:
@@ -17,11 +17,12 @@ import time
 import psutil
 import pytest
 
-from epollbook import clients, probes
+from epollbook import catalog, clients, probes
 from epollbook.launch import serve
+from epollbook.servers.reuseport import worker_pids
 from tools import need_tool, no_server_left_running
 
-EPOLL_SERVERS = ["level", "edge", "fast"]
+EPOLL_SERVERS = ["level", "edge", "fast", "fast-reuseport"]
 ALL_SERVERS = [*EPOLL_SERVERS, "threaded"]
 HELLO = b"Hello, world!"
 
@@ -55,9 +56,28 @@ def wait_until(condition, timeout=5.0):
     return value
 
 
-def rss_kib(pid):
-    """Resident memory of *pid* in KiB, from /proc/PID/status."""
-    return int(probes.parse_status(probes.raw_proc(pid, "status"))["VmRSS"].split()[0])
+def server_pids(server):
+    """The server's process and its workers' (fast-reuseport forks one per core, and they do the serving)."""
+    return [server.pid, *worker_pids(server)]
+
+
+def busy_fraction(server, seconds=0.5):
+    """How much of a core the server's processes, together, keep busy over the next *seconds*."""
+    pids = server_pids(server)
+    before, started = sum(map(probes.cpu_seconds, pids)), time.monotonic()
+    time.sleep(seconds)
+    return (sum(map(probes.cpu_seconds, pids)) - before) / (time.monotonic() - started)
+
+
+def open_fds(server):
+    """``{(pid, fd): what it is}`` for each of the server's processes."""
+    return {(pid, fd): what for pid in server_pids(server) for fd, what in probes.open_fds(pid).items()}
+
+
+def rss_kib(server):
+    """Resident memory of the server's processes in KiB, from /proc/PID/status."""
+    return sum(int(probes.parse_status(probes.raw_proc(pid, "status"))["VmRSS"].split()[0])
+               for pid in server_pids(server))
 
 
 def limit_leaving(pid, free):
@@ -179,7 +199,7 @@ def test_an_option_the_server_does_not_know_gets_one_line_and_status_2():
 def test_a_port_that_is_taken_gets_one_line_and_status_1(name):
     with socket.create_server(("127.0.0.1", 0)) as holder:
         port = holder.getsockname()[1]
-        refused = subprocess.run([sys.executable, "-m", f"epollbook.servers.{name}", "--port", str(port)],
+        refused = subprocess.run([sys.executable, "-m", catalog.module_of(name), "--port", str(port)],
                                  capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
     expected = f"cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert (refused.returncode, refused.stderr) == (1, expected), \
@@ -199,7 +219,7 @@ def test_no_cpu_spin_while_connections_are_early_closed_half_closed_stalled_or_i
         clients.early_close_client(server)
         clients.reset_client(server)
         clients.http_get(server)  # everything before it has been seen by now
-        busy = probes.busy_fraction(server.pid, 0.5)
+        busy = busy_fraction(server, 0.5)
         assert busy < 0.2, f"{name} kept {busy:.0%} of a core busy while its clients said nothing"
         assert_alive(server)
 
@@ -207,7 +227,7 @@ def test_no_cpu_spin_while_connections_are_early_closed_half_closed_stalled_or_i
 @pytest.mark.parametrize("name", ALL_SERVERS)
 def test_no_file_descriptor_outlives_its_connection(name):
     with serve(name) as server:  # no connection yet
-        before = probes.open_fds(server.pid)
+        before = open_fds(server)
         with clients.idle_clients(server, 20), clients.stalled_client(server):
             for _ in range(10):
                 clients.early_close_client(server)
@@ -216,15 +236,15 @@ def test_no_file_descriptor_outlives_its_connection(name):
                 clients.exchange(server, clients.non_utf8_request)
                 clients.oversized_client(server, 20_000)
                 clients.pipelined_client(server, count=200)
-        settled = wait_until(lambda: len(probes.open_fds(server.pid)) <= len(before))
-        after = probes.open_fds(server.pid)
+        settled = wait_until(lambda: len(open_fds(server)) <= len(before))
+        after = open_fds(server)
         assert settled, f"{name} had {len(before)} descriptors before the rude clients, {len(after)} after they " \
                         f"closed: {sorted(set(after.items()) - set(before.items()))[:10]}"
         # Its table of connections is clean too: stopping, it says how many it still had.
         os.kill(server.pid, signal.SIGTERM)
         assert server.wait(5) == 0, f"{name} exited with {server.returncode}:\n{server.output}"
         last_line = server.output.strip().splitlines()[-1]
-        assert last_line == "Stopped by SIGTERM; closed 0 open connections.", \
+        assert re.fullmatch(r"Stopped by SIGTERM; (\d+ workers )?closed 0 open connections\.", last_line), \
             f"{name} still held connections after every client had gone: {last_line!r}"
 
 
@@ -232,9 +252,9 @@ def test_no_file_descriptor_outlives_its_connection(name):
 def test_memory_stays_bounded_under_an_endless_request(name):
     with serve(name) as server:
         clients.http_get(server)
-        before = rss_kib(server.pid)
+        before = rss_kib(server)
         streams = [clients.streaming_client(server, most=30 << 20) for _ in range(3)]
-        grown = rss_kib(server.pid) - before
+        grown = rss_kib(server) - before
         assert grown < 20 * 1024, f"{name} grew by {grown} KiB while clients sent {[s.sent for s in streams]} B"
         assert_alive(server)
 
@@ -271,7 +291,7 @@ def test_idle_and_trickling_clients_are_closed_by_their_deadlines(name):
 # -- what differs between the variants ------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["edge", "fast"])
+@pytest.mark.parametrize("name", ["edge", "fast", "fast-reuseport"])
 def test_edge_reads_the_rest_of_a_capped_drain_without_a_new_edge(name):
     # One recv() of 4096 bytes per turn: a 6000-byte head needs a second read, and no new
     # bytes will come to make a new edge. Without the revisit it would wait for its deadline.
@@ -292,7 +312,8 @@ def test_threaded_makes_new_clients_wait_in_the_listen_queue_when_every_thread_i
         assert answer.endswith(HELLO), f"once its threads were free, threaded answered {answer!r}"
 
 
-@pytest.mark.parametrize("name", ALL_SERVERS)
+# Not fast-reuseport: its parent, whose descriptors this would limit, accepts nothing; each worker is a FastServer.
+@pytest.mark.parametrize("name", [name for name in ALL_SERVERS if name != "fast-reuseport"])
 def test_out_of_file_descriptors_the_server_neither_dies_nor_spins_and_the_waiting_clients_are_not_forgotten(name):
     with serve(name) as server:  # no connection yet: what is open now stays open
         process = psutil.Process(server.pid)
@@ -358,6 +379,6 @@ def test_a_signal_ends_the_server_cleanly_with_status_0_and_every_connection_clo
         assert status == 0, f"{name} exited with {status} after {signum.name}; it printed:\n{server.output}"
         assert "Traceback" not in server.output, f"{name} printed a traceback on {signum.name}:\n{server.output}"
         # The 3 idle ones, and perhaps http_get's, if its close has not reached the server yet.
-        said = re.fullmatch(rf"Stopped by {signum.name}; closed (\d+) open connections\.", last_line)
+        said = re.fullmatch(rf"Stopped by {signum.name}; (?:\d+ workers )?closed (\d+) open connections\.", last_line)
         assert said and int(said[1]) in (3, 4), f"{name}'s last line after {signum.name}: {last_line!r}"
         assert all(clients.read_until_closed(sock) == b"" for sock in idle), "a connection was left open"
