@@ -76,9 +76,8 @@ def test_the_workers_default_to_one_per_cpu_this_process_may_use():
 
 def test_the_kernel_spreads_held_connections_over_both_workers_and_each_holds_only_its_own():
     with serve("fast-reuseport", options=TWO) as server, clients.idle_clients(server, 40):
-        held = wait_until(lambda: sum((split := connections_per_worker(server)).values()) == 40 and split)
-        split = connections_per_worker(server)
-        assert held, f"the workers hold {split} of 40 open connections"
+        split = connections_per_worker(server, total=40, timeout=5)
+        assert sum(split.values()) == 40, f"the workers hold {split} of 40 open connections"
         # One in 2**39 that a fair hash puts all 40 on one worker.
         assert all(count > 0 for count in split.values()), f"one worker took every connection: {split}"
 
@@ -114,7 +113,7 @@ def test_a_second_bind_needs_so_reuseport_and_then_joins_the_group():
 def test_a_signal_to_the_parent_stops_every_worker_and_it_exits_0_with_one_line(signum):
     with serve("fast-reuseport", options=TWO) as server, clients.idle_clients(server, 6) as idle:
         workers = workers_of(server)
-        wait_until(lambda: sum(connections_per_worker(server).values()) == 6)
+        connections_per_worker(server, total=6)  # all accepted, so that each worker knows of its own
         os.kill(server.pid, signum)  # the parent alone, not its process group: it must pass the signal on
         status = server.wait(5)
         assert status == 0, f"fast-reuseport exited with {status} after {signum.name}:\n{server.output}"
@@ -122,6 +121,23 @@ def test_a_signal_to_the_parent_stops_every_worker_and_it_exits_0_with_one_line(
                                                          "connections.", server.output
         assert wait_until(lambda: not left_running(workers)), f"workers left running: {left_running(workers)}"
         assert all(clients.read_until_closed(sock) == b"" for sock in idle), "a connection was left open"
+
+
+@pytest.mark.parametrize("to", ["the process group", "one worker"])
+def test_sigterm_to_the_process_group_or_to_one_worker_stops_them_all_with_status_0(to):
+    # To the group, as a terminal's Ctrl-C or launch's stop() sends it: the workers get it as soon as the parent,
+    # and may end before the parent has seen its own. To one worker: the others must not go on as half a server.
+    with serve("fast-reuseport", options=TWO) as server:
+        workers = workers_of(server)
+        if to == "one worker":
+            os.kill(workers[0].pid, signal.SIGTERM)
+        else:
+            os.killpg(server.pid, signal.SIGTERM)
+        status = server.wait(5)
+        last_line = server.output.strip().splitlines()[-1]
+        assert (status, last_line) == (0, "Stopped by SIGTERM; 2 workers closed 0 open connections."), \
+            f"after SIGTERM to {to} fast-reuseport exited with {status}:\n{server.output}"
+        assert wait_until(lambda: not left_running(workers)), f"workers left running: {left_running(workers)}"
 
 
 def test_sigkill_of_the_parent_leaves_no_worker_behind():

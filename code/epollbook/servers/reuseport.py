@@ -71,14 +71,18 @@ address once all are (the same line as every server, so ``launch.serve``
 waits for it), and closes its copies of the listeners.
 
 SIGINT or SIGTERM to the parent is passed on to every worker; each stops as
-``fast`` does (every connection closed) and reports how many connections it
-closed through another pipe; the parent prints one line and exits 0. If a
-worker exits on its own, the parent stops the others and exits 1 with a line
-that says which worker ended and how: a crash is visible, never half a
-server. The parent learns of signals and of its workers' exits through
-``signal.set_wakeup_fd``, one byte per signal read in its loop, so that it
-acts on them in one place and signals only workers it has not reaped (a
-reaped pid may already be another process's).
+``fast`` does (every connection closed) and reports, through another pipe,
+the signal that stopped it and how many connections it closed; the parent
+prints one line and exits 0. A signal sent to the whole process group (a
+terminal's Ctrl-C, ``launch``'s ``stop()``) reaches the workers directly,
+and one sent to a single worker stops the server too: when any worker ends,
+the parent stops the others. If one ends any other way than stopped by a
+signal (a traceback, SIGKILL), the parent exits 1 with a line that says which
+worker ended and how: a crash is visible, never half a server. The parent
+learns of signals and of its workers' exits through ``signal.set_wakeup_fd``,
+one byte per signal, read in its loop, so that it acts on them in one place
+and signals only workers it has not reaped (a reaped pid may already be
+another process's).
 
 When the parent dies, however it dies, its workers must not stay behind.
 ``epollbook.lifeline`` (a pipe and a thread) does not reach them: the parent
@@ -102,12 +106,12 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 import warnings
 from typing import NamedTuple
 
 from epollbook import probes
-from epollbook.examples.command_line import announce
 from epollbook.lifeline import exit_with_owner
 from epollbook.servers.fast import FastServer
 from epollbook.servers.running import BACKLOG, Limits, command_line, positive_whole
@@ -146,14 +150,15 @@ def serve_in_workers(listeners, make_server):
     contract: ``serve_forever()``, ``stop()``, ``close()``,
     ``connection_count``); it runs in the worker. Announces the address once
     every worker is ready; serves until SIGINT or SIGTERM, then prints one
-    line and returns 0. If a worker cannot start or exits unasked, stops the
-    others, prints one line to stderr saying which and how, and returns 1.
+    line and returns 0. When a worker ends, stops the others; if one cannot
+    start, or ends any other way than stopped by a signal, prints one line to
+    stderr saying which and how, and returns 1.
     Closes *listeners* (each worker keeps its own).
     """
     wakeup_read, wakeup_write = os.pipe()
     os.set_blocking(wakeup_write, False)  # written by the C signal handler, which must never block
-    ready_read, ready_write = os.pipe()   # a byte from each worker once it serves; end of file once all have
-    report_read, report_write = os.pipe()  # a line from each worker that stops cleanly: its open connections
+    ready_read, ready_write = os.pipe()    # a byte from each worker once it serves; end of file once all have
+    report_read, report_write = os.pipe()  # from each worker that stops cleanly: "SIGTERM 3" (its connections)
     watched = (*STOPPING, signal.SIGCHLD)
     # The handlers do nothing: set_wakeup_fd writes each signal's number to the pipe, and the loop acts on it.
     previous = {signum: signal.signal(signum, _noted) for signum in watched}
@@ -178,10 +183,12 @@ def serve_in_workers(listeners, make_server):
             os.close(report_write)
         exit_with_owner()  # started by epollbook.launch: gone when the launcher is (and the workers with it)
         ready = _read_to_end(ready_read)
-        if failure is None and len(ready) == len(listeners):
-            announce(listeners[0])
+        host, port = listeners[0].getsockname()
         for listener in listeners:
             listener.close()  # from now on each listener lives as long as its worker
+        if failure is None and len(ready) == len(listeners):
+            # announce()'s line (examples/command_line.py), printed once the parent holds no listener any more.
+            print(f"Listening on http://{host}:{port}/", flush=True)
         if failure is not None:
             _signal(workers, signal.SIGTERM)
         while workers:
@@ -190,38 +197,39 @@ def serve_in_workers(listeners, make_server):
                     for pid, code in _reaped():
                         exits.append((workers.pop(pid), pid, code))
                         if len(exits) == 1 and stopped_by is None:
-                            _signal(workers, signal.SIGTERM)  # the first to end unasked ends them all
+                            _signal(workers, signal.SIGTERM)  # the first to end, however, ends them all
                 elif stopped_by is None:
                     stopped_by = signal.Signals(signum).name
                     if not exits:  # else they are stopping already
                         _signal(workers, signum)
-        closed = sum(int(line) for line in _read_to_end(report_read).split())
+        reports = [line.split() for line in _read_to_end(report_read).decode().splitlines()]
     finally:
         signal.set_wakeup_fd(previous_wakeup)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         for fd in (wakeup_read, wakeup_write, ready_read, report_read):
             os.close(fd)
-    return _last_word(len(listeners), exits, stopped_by, failure, closed)
+    return _last_word(len(listeners), exits, reports, stopped_by, failure)
 
 
-def _last_word(count, exits, stopped_by, failure, closed):
-    """Print the one line that says how the server ended; return its exit status."""
-    # A stop signal reaches the parent and the workers at once when it is sent to the process group (a terminal's
-    # Ctrl-C, launch's stop()), and a worker may end before the parent has seen its own: so the verdict waits
-    # until every worker has ended. Only a worker's status 0 says it stopped when asked.
+def _last_word(count, exits, reports, stopped_by, failure):
+    """Print the one line that says how the server ended; return its exit status.
+
+    *reports* is each cleanly stopped worker's ``[signal name, connections it closed]``.
+    """
+    # Whether the parent saw its own signal before a worker ended says nothing: a signal sent to the process group
+    # reaches them all at once, and the parent's may be handled last (in another thread, the lifeline's). Only a
+    # worker's status says how it ended: 0 after a stop signal, else a crash.
     crashed = [(number, pid, code) for number, pid, code in exits if code != 0]
     if failure is None and crashed:
         number, pid, code = crashed[0]
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         failure = f"worker {number} of {count} (pid {pid}) {how}"
-    elif failure is None and stopped_by is None:
-        number, pid, _ = exits[0]
-        failure = f"worker {number} of {count} (pid {pid}) stopped on a signal sent to it alone"
     if failure is not None:
         print(f"{failure}; the other workers were stopped.", file=sys.stderr, flush=True)
         return 1
-    print(f"Stopped by {stopped_by}; {count} worker{'s' * (count != 1)} closed {closed} open "
+    closed = sum(int(connections) for _, connections in reports)
+    print(f"Stopped by {stopped_by or reports[0][0]}; {count} worker{'s' * (count != 1)} closed {closed} open "
           f"connection{'s' * (closed != 1)}.", flush=True)
     return 0
 
@@ -280,8 +288,14 @@ def _work(number, listener, listeners, make_server, parent, ready, report, paren
             if other is not listener:
                 other.close()  # else a dead worker's listener would stay in the group (see above)
         server = make_server(listener)
+        stopped_by = []
+
+        def stop(signum, frame):
+            stopped_by.append(signal.Signals(signum).name)
+            server.stop()
+
         for signum in STOPPING:
-            signal.signal(signum, lambda signum, frame: server.stop())
+            signal.signal(signum, stop)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
         os.write(ready, b"+")
@@ -292,7 +306,7 @@ def _work(number, listener, listeners, make_server, parent, ready, report, paren
         finally:
             server.close()
         with contextlib.suppress(BrokenPipeError):  # the parent is gone (killed): nobody to tell
-            os.write(report, f"{open_connections}\n".encode())
+            os.write(report, f"{stopped_by[0]} {open_connections}\n".encode())
         code = 0
     except BaseException:
         traceback.print_exc()
@@ -376,24 +390,34 @@ def listeners_of(server):
     """Every socket listening on *server*'s port (a ``launch.Server``): a ``Listener`` each.
 
     ``holders`` names which of the server's processes (itself and its
-    workers) hold it: for ``fast-reuseport``, one worker each.
+    workers) hold it: for ``fast-reuseport``, one worker each. In the order
+    of their holders: the parent's first, then worker 1's, worker 2's, ...
     """
-    held = _sockets_held_by([server.pid, *worker_pids(server)])
-    return [Listener(found.inode, found.recv_queue, tuple(pid for pid, inodes in held.items() if found.inode in inodes))
-            for found in probes.tcp_sockets(server.port)
-            if found.state == "LISTEN" and found.local[1] == server.port]
+    pids = [server.pid, *worker_pids(server)]
+    held = _sockets_held_by(pids)
+    listeners = [Listener(found.inode, found.recv_queue, tuple(pid for pid in pids if found.inode in held[pid]))
+                 for found in probes.tcp_sockets(server.port)
+                 if found.state == "LISTEN" and found.local[1] == server.port]
+    return sorted(listeners, key=lambda listener: [pids.index(pid) for pid in listener.holders])
 
 
-def connections_per_worker(server):
+def connections_per_worker(server, total=None, timeout=2.0):
     """``{worker pid: connections it holds}``: the accepted connections of *server* (a ``launch.Server``), by worker.
 
     Exact, read from the kernel's table of sockets and each worker's
     descriptors; it counts the connections open now, so hold them open
-    (``clients.idle_clients``) to see where they went.
+    (``clients.idle_clients``) to see where they went. A worker accepts in
+    its own time: with *total*, this waits up to *timeout* seconds for the
+    workers to hold that many together, and returns what they hold then.
     """
-    accepted = {found.inode for found in probes.tcp_sockets(server.port)
-                if found.local[1] == server.port and found.state != "LISTEN" and found.inode}
-    return {pid: len(inodes & accepted) for pid, inodes in _sockets_held_by(worker_pids(server)).items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        accepted = {found.inode for found in probes.tcp_sockets(server.port)
+                    if found.local[1] == server.port and found.state != "LISTEN" and found.inode}
+        held = {pid: len(inodes & accepted) for pid, inodes in _sockets_held_by(worker_pids(server)).items()}
+        if total is None or sum(held.values()) >= total or time.monotonic() > deadline:
+            return held
+        time.sleep(0.01)
 
 
 def _sockets_held_by(pids):
