@@ -66,9 +66,9 @@ How the parent and its workers live and die
 The parent opens every listener and forks every worker before it serves, so
 an address it cannot listen on ends it with one line (status 1) and nothing
 forked. Each worker closes the listeners that are not its own, builds its
-``FastServer`` and says it is ready through a pipe; the parent announces its
-address once all are (the same line as every server, so ``launch.serve``
-waits for it), and closes its copies of the listeners.
+``FastServer`` and says it is ready through a pipe; once all are, the parent
+closes its copies of the listeners and announces the address (the same line
+as every server, so ``launch.serve`` waits for it).
 
 SIGINT or SIGTERM to the parent is passed on to every worker; each stops as
 ``fast`` does (every connection closed) and reports, through another pipe,
@@ -153,7 +153,9 @@ def serve_in_workers(listeners, make_server):
     line and returns 0. When a worker ends, stops the others; if one cannot
     start, or ends any other way than stopped by a signal, prints one line to
     stderr saying which and how, and returns 1.
-    Closes *listeners* (each worker keeps its own).
+    Closes *listeners* (each worker keeps its own). Call it from the main
+    thread: signals are handled there, and the workers' ``PR_SET_PDEATHSIG``
+    watches the thread that forked them.
     """
     wakeup_read, wakeup_write = os.pipe()
     os.set_blocking(wakeup_write, False)  # written by the C signal handler, which must never block
@@ -338,7 +340,7 @@ def main(argv=None):
     processes = len(os.sched_getaffinity(0))
     parser = command_line(FastServer, description=__doc__.split("\n", 1)[0])
     parser.add_argument("--processes", type=positive_whole, default=processes, metavar="N",
-                        help="worker processes, each with its own listener and loop "
+                        help="worker processes, each with its own listener (of --backlog) and loop "
                              f"(default {processes}: the CPUs this process may run on)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
