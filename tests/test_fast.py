@@ -12,7 +12,7 @@ import pytest
 from epollbook import bench, clients, probes, throughput
 from epollbook.launch import serve
 from epollbook.servers import framing
-from tools import need_tool, no_server_left_running
+from tools import need_tool, no_server_left_running, wait_until
 
 CONTENDERS = ["selectors", "asyncio-protocol", "asyncio-streams", "uvloop"]
 
@@ -91,15 +91,19 @@ def test_throughput_gives_a_connection_per_request_and_the_servers_cpu_for_each_
     assert row.wakeups_per_request > 1e-3, f"the server was woken {row.wakeups_per_request} times a request"
 
 
-def test_fast_pauses_before_its_waits_under_load_and_never_with_one_client_at_a_time():
-    # Step 7, as the kernel sees it: a clock_nanosleep between two epoll_waits when many connections are open.
+def test_fast_pauses_before_its_waits_with_many_connections_open_and_never_with_one_client_at_a_time():
+    # Step 7, as the kernel sees it: a clock_nanosleep between two epoll_waits, once 32 connections are open.
     need_tool("strace")
     need_tool("ab")
-    alone = throughput.system_calls("fast", requests=100, concurrency=1)
-    crowded = throughput.system_calls("fast", requests=600, concurrency=60)
+    with serve("fast") as server:
+        alone = throughput.system_calls_of(server, requests=100, concurrency=1)
+        with clients.idle_clients(server, 40):
+            held = wait_until(lambda: len(probes.open_fds(server.pid)) >= 40 + 5)  # 40 accepted, and its own fds
+            assert held, f"fast did not accept 40 idle clients: {probes.open_fds(server.pid)}"
+            crowded = throughput.system_calls_of(server, requests=300, concurrency=10)
     assert "clock_nanosleep" not in alone.counts, f"fast paused with one client at a time: {alone.per_request()}"
     assert crowded.counts.get("clock_nanosleep", 0) > 0, \
-        f"fast never paused with 60 clients at a time: {crowded.per_request()}"
+        f"fast never paused with 40 idle and 10 busy clients: {crowded.per_request()}"
 
 
 @pytest.mark.quick

@@ -14,7 +14,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from epollbook import clients, probes
 from epollbook.launch import serve
 from epollbook.servers.reuseport import connections_per_worker, cpu_per_worker, listeners_of, try_to_bind, worker_pids
-from tools import is_gone, listening_socket, need_tool, no_server_left_running
+from tools import is_gone, listening_socket, need_tool, no_server_left_running, wait_until
 
 TWO = ["--processes", "2"]
 
@@ -31,14 +30,6 @@ TWO = ["--processes", "2"]
 def no_server_outlives_its_test():
     with no_server_left_running():
         yield
-
-
-def wait_until(condition, timeout=5.0):
-    """Call *condition* until it returns something true or *timeout* seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return value
 
 
 def workers_of(server):

@@ -20,7 +20,7 @@ import pytest
 from epollbook import catalog, clients, probes
 from epollbook.launch import serve
 from epollbook.servers.reuseport import worker_pids
-from tools import need_tool, no_server_left_running
+from tools import need_tool, no_server_left_running, wait_until
 
 EPOLL_SERVERS = ["level", "edge", "fast", "fast-reuseport"]
 ALL_SERVERS = [*EPOLL_SERVERS, "threaded"]
@@ -46,14 +46,6 @@ def assert_alive(server):
     reply = clients.http_get(server)
     assert (reply.status, reply.body) == (200, HELLO), f"{server.name} then answered {reply.status} {reply.body!r}"
     assert "Traceback" not in server.output, f"{server.name} printed a traceback:\n{server.output}"
-
-
-def wait_until(condition, timeout=5.0):
-    """Call *condition* until it returns something true or *timeout* seconds pass; return its last value."""
-    deadline = time.monotonic() + timeout
-    while not (value := condition()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
 
 
 def server_pids(server):

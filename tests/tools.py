@@ -95,6 +95,14 @@ def listening_socket():
     return holder
 
 
+def wait_until(condition, timeout=5.0):
+    """Call *condition* until it returns something true or *timeout* seconds pass; return its last value."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return value
+
+
 def wait_for_printed(process, pattern, timeout=10.0):
     """Read *process*'s stdout (a pipe) until a line matches *pattern* (a regex); return the match.
 

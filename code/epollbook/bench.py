@@ -375,8 +375,11 @@ class ThroughputRow:
     counted wrong. ``cpu_seconds`` is the server's CPU time during the run
     (user + system, every thread, from ``/proc``, to a clock tick), and
     ``cpu_us_per_request`` that per request, in microseconds (None without
-    requests). ``server_cpu`` and ``wrk_cpu`` are the CPUs each was pinned to
-    (None: the process may use only one CPU, so neither was pinned).
+    requests). ``wrk_cpu`` is the CPU wrk was pinned to, and the server was
+    pinned to every other CPU this process may use, ``server_cpu`` the first
+    of them (both None: the process may use only one CPU, so neither was
+    pinned). On two cores that is one each; on more, a server of several
+    processes (``fast-reuseport``) has the rest.
     ``wrk_cpu_us_per_request`` is wrk's own CPU time per request, and
     ``wakeups_per_request`` how often the server's threads were woken
     (voluntary context switches) per request (both None in results saved
@@ -423,19 +426,19 @@ THROUGHPUT_PRESETS = {
     # make bench, about four minutes: every server that survives wrk -c 100, 5 s a run, five rounds; and fast and
     # uvloop keeping their connections (wrk then connects 100 times in all), for what a connection costs.
     "full": {"servers": ("level", "edge", "fast", "threaded", "selectors", "asyncio-protocol", "asyncio-streams",
-                         "uvloop", "fast-keep-alive", "uvloop-keep-alive"),
+                         "uvloop", "fast-reuseport", "fast-keep-alive", "uvloop-keep-alive"),
              "seconds": 5, "rounds": 5},
 }
 
 
-def _pin(pid, cpu):
-    """Pin every thread of process *pid* and of its descendants to *cpu* (an affinity set on a pid holds for that
-    one thread)."""
+def _pin(pid, cpus):
+    """Pin every thread of process *pid* and of its descendants to the set *cpus* (an affinity set on a pid holds
+    for that one thread)."""
     for process in probes.process_tree(pid):
         with contextlib.suppress(FileNotFoundError):  # a process that has just ended
             for thread in os.listdir(f"/proc/{process}/task"):
                 with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
-                    os.sched_setaffinity(int(thread), {cpu})
+                    os.sched_setaffinity(int(thread), cpus)
 
 
 def _tree_usage(pid):
@@ -462,24 +465,27 @@ def throughput(servers=THROUGHPUT_PRESETS["short"]["servers"], *, seconds=1, rou
     run each per round, in the given order in odd rounds and the reverse in
     even ones, so that neither a slow moment of the machine nor going first
     favours one of them. ``start(name)`` starts each (default ``launch.serve``;
-    ``throughput.step_server`` starts chapter 11's steps). The servers run on one CPU and wrk on another (the
-    first and last this process may use), so a server never competes with its
-    load generator. Each server is warmed up with a few requests first. Raises
-    ``clients.ToolMissing`` without wrk, ``RuntimeError`` if wrk fails, and
-    ``ValueError`` for *seconds* or *rounds* below 1.
+    ``throughput.step_server`` starts chapter 11's steps). wrk runs on the
+    last CPU this process may use and the servers on the others, so a server
+    never competes with its load generator. Each server is warmed up with a
+    few requests first. Raises ``clients.ToolMissing`` without wrk,
+    ``RuntimeError`` if wrk fails, and ``ValueError`` for *seconds* or
+    *rounds* below 1.
     """
     if seconds < 1 or int(seconds) != seconds or rounds < 1:
         raise ValueError(f"wrk runs for whole seconds, at least 1, and at least one round; "
                          f"got seconds={seconds!r}, rounds={rounds!r}")
     clients.require_tool("wrk")
     cpus = sorted(os.sched_getaffinity(0))
-    server_cpu, wrk_cpu = (cpus[0], cpus[-1]) if len(cpus) > 1 else (None, None)
+    wrk_cpu = cpus[-1] if len(cpus) > 1 else None
+    server_cpus = set(cpus[:-1]) if len(cpus) > 1 else None
+    server_cpu = cpus[0] if len(cpus) > 1 else None
     rows = []
     with contextlib.ExitStack() as stack:
         running = {name: stack.enter_context(start(name)) for name in servers}
         for server in running.values():
-            if server_cpu is not None:
-                _pin(server.pid, server_cpu)
+            if server_cpus is not None:
+                _pin(server.pid, server_cpus)
             for _ in range(20):
                 clients.http_get(server)
         for round_number in range(1, rounds + 1):
@@ -736,8 +742,8 @@ def _summary_throughput(rows):
         lines.append(f"{row.server:<17} {row.round:>5} {row.requests:>9} {row.requests_per_second:>8.0f} "
                      f"{_dash(row.cpu_us_per_request):>10} {row.socket_errors:>6} {row.non_2xx:>7} {row.accepted:>8}")
     summaries = throughput_summary(rows)
-    lines.append(f"\nmedians ({rows[0].seconds} s a run, wrk on CPU {_dash(rows[0].wrk_cpu)}, "
-                 f"servers on CPU {_dash(rows[0].server_cpu)}):")
+    pinned = "none pinned" if rows[0].wrk_cpu is None else f"wrk on CPU {rows[0].wrk_cpu}, servers on the others"
+    lines.append(f"\nmedians ({rows[0].seconds} s a run, {pinned}):")
     for summary in summaries.values():
         cost = "-" if summary.cpu_us_per_request is None else f"{summary.cpu_us_per_request:.1f}"
         wrk_cost = "-" if summary.wrk_cpu_us_per_request is None else f"{summary.wrk_cpu_us_per_request:.1f}"

@@ -2,6 +2,7 @@
 
     count_calls(trace)                                   strace's lines -> {system call: how many}
     system_calls(name, requests=400, concurrency=20)     a server traced by strace while ab loads it -> SystemCalls
+    system_calls_of(server, requests=400, concurrency=20)    the same, on a server already running
     example3_under_load(seconds=1)                       wrk against the article's example 3, then the reset it dies of
     step_server(step)                                    one step from edge to fast (servers/steps.py), started
     saved_throughput(), saved_steps()                    the results saved with the package, as dicts
@@ -17,6 +18,7 @@ waits once or twice per request instead).
 
 import argparse
 import collections
+import dataclasses
 import json
 import pathlib
 import re
@@ -35,6 +37,10 @@ SAVED = pathlib.Path(__file__).parent / "saved" / "throughput.json"
 
 SAVED_STEPS = SAVED.with_name("steps.json")
 """``python -m epollbook.throughput steps`` as measured by the book's authors."""
+
+FEW_CONNECTIONS = 4
+FEW_CONNECTIONS_SERVERS = ("step6", "fast", "fast-gathering-always")
+"""``steps`` measures these with wrk's connections this few too: what step 7's pause costs where it does not pay."""
 
 # "123 " (strace -f's thread id), then the call's name and its opening parenthesis. A call another thread
 # interrupted is split in two lines, "name(... <unfinished ...>" and "<... name resumed>...": one call, counted
@@ -86,11 +92,11 @@ def system_calls(name, requests=400, concurrency=20, timeout=30.0):
     forbids ptrace) or ab fails.
     """
     with serve(name) as server:
-        return _traced(server, requests, concurrency, timeout)
+        return system_calls_of(server, requests, concurrency, timeout)
 
 
-def _traced(server, requests=400, concurrency=20, timeout=30.0):
-    """``system_calls`` on a running *server*."""
+def system_calls_of(server, requests=400, concurrency=20, timeout=30.0):
+    """``system_calls`` on a running *server* (``launch.Server``), as it is: idle clients it holds stay held."""
     strace = clients.require_tool("strace")
     with tempfile.TemporaryDirectory(prefix="epollbook-strace-") as directory:
         clients.http_get(server)
@@ -192,17 +198,22 @@ def main(argv=None):
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--out", type=pathlib.Path, default=bench.DEFAULT_OUT)
     arguments = parser.parse_args(argv)
-    names = ["uvloop", *STEPS]
+    names = ["uvloop", *(name for name in STEPS if name != "fast-gathering-always")]
     started = bench.environment(("wrk", "strace"))
     rows = bench.throughput(names, seconds=arguments.seconds, rounds=arguments.rounds, start=step_server)
+    # Step 7's pause with few clients: fast (which does not pause then) against fast pausing all the same.
+    few = bench.throughput(FEW_CONNECTIONS_SERVERS, seconds=arguments.seconds, rounds=arguments.rounds,
+                           connections=FEW_CONNECTIONS, start=step_server)
     calls = {}
     for name in names:
         with step_server(name) as server:
-            calls[name] = _traced(server).per_request()
+            calls[name] = system_calls_of(server).per_request()
     parameters = {"servers": names, "seconds": arguments.seconds, "rounds": arguments.rounds, "connections": 100,
-                  "system_calls_per_request": calls}
+                  "system_calls_per_request": calls,
+                  "few_connections": {"connections": FEW_CONNECTIONS, "rows": [dataclasses.asdict(row) for row in few]}}
     written = bench.write_result("steps", parameters, rows, out=arguments.out, started=started)
     print(bench._summary_throughput(rows))
+    print(f"\nwith {FEW_CONNECTIONS} connections:\n" + bench._summary_throughput(few))
     print("\n".join(f"wrote {path}" for path in written))
     return 0
 

@@ -7,7 +7,8 @@
 (its numbers name them), on top of the one before; ``step6`` has steps 4 to 6
 too, and ``fast`` is the server of that name, step 7 added. The two after it
 are ``fast`` with one of its steps taken back, to measure what that step
-saves on its own. They take every option ``edge``
+saves on its own; the last is ``fast`` pausing however few connections are
+open, to measure why step 7 waits for 32. They take every option ``edge``
 takes; they are measured, not tested as the catalog's servers are.
 """
 
@@ -125,9 +126,15 @@ class WakingForEachEvent(FastServer):
     gather_from = math.inf
 
 
+class GatheringAlways(FastServer):
+    """fast with step 7 whatever the number of connections: pausing after every busy turn, even with two clients."""
+
+    gather_from = 0
+
+
 STEPS = {"step0": EdgeServer, "step1": NoSetblocking, "step2": NoEpollout, "step3": NoUnregister,
          "step6": WakingForEachEvent, "fast": FastServer,
-         "fast-batch-accepts": BatchAccepts, "fast-always-drain": AlwaysDrain}
+         "fast-batch-accepts": BatchAccepts, "fast-always-drain": AlwaysDrain, "fast-gathering-always": GatheringAlways}
 """Each step's server class, by name, in order: step0 is edge, step6 is steps 1 to 6, fast is steps 1 to 7."""
 
 if __name__ == "__main__":
