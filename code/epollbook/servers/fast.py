@@ -50,11 +50,12 @@ because they cost no clarity.
    which is why ``edge``, spending more CPU per request, served more requests
    per second than ``fast`` did before this step. So after a turn that
    handled more than one event while ``gather_from`` (32) connections or more
-   were open, this server sleeps ``gather_seconds`` (20 µs, about 70 with the
-   kernel's default timer slack) before it waits again, and the events of
-   that time come back from one wait, woken by no one. The same pause with
-   two to four connections halved their rate (each turn waited with nothing
-   else to do), hence the 32: with few connections this server is as it was.
+   were open, this server sleeps ``gather_seconds`` (20 µs, plus the
+   kernel's timer slack, 50 µs by default) before it waits again, and the
+   events of that time come back from one wait, woken by no one. The same
+   pause with two to four connections cost up to half their rate (each turn
+   waited with nothing else to do), hence the 32: with few connections this
+   server is as it was.
    While events gather, the listener's queue fills too, so one accept per
    report would make the pause the ceiling of accepts: up to
    ``accepts_while_gathering`` (8) then. Chapter 11 measures all of it.
