@@ -4,7 +4,8 @@ One module per job, so that a notebook cell reads like a sentence:
 
 - ``catalog``   — every server the book can run, by name: the article's six examples
                   (``examples``), the corrected servers (``servers``: level, edge,
-                  threaded, and fast, the fastest the book builds) and the yardsticks
+                  threaded, and fast, the fastest the book builds, with its
+                  keep-alive and one-process-per-core variants) and the yardsticks
                   they are measured against (``contenders``: selectors, asyncio, uvloop);
 - ``launch``    — start a server in the background, talk to it, stop it for sure
                   (with ``output``, its bounded capture, and ``lifeline``, the pipe it dies by);
