@@ -85,9 +85,10 @@ def test_throughput_gives_a_connection_per_request_and_the_servers_cpu_for_each_
     # Each request had a connection of its own: the machine accepted at least as many as wrk completed.
     assert row.accepted >= row.requests, f"{row.accepted} connections accepted for {row.requests} requests"
     assert row.cpu_seconds > 0 and row.cpu_us_per_request > 0, f"the server spent no CPU: {row}"
-    # wrk ran flat out on its CPU for the second (a core's 1 s, give or take a tick), and the server slept and
-    # was woken again and again (more than once a thousand requests, whatever batching).
-    assert row.wrk_cpu_us_per_request * row.requests > 0.5e6, f"wrk spent {row.wrk_cpu_us_per_request} µs a request"
+    # wrk's own CPU: some, and no more than the one CPU it was pinned to can give in its second (plus a tick or two),
+    # so not the servers' too; and the server slept and was woken again and again, whatever its batching.
+    wrk_seconds = row.wrk_cpu_us_per_request * row.requests / 1e6
+    assert 0 < wrk_seconds <= 1.1 if row.wrk_cpu is not None else wrk_seconds > 0, f"wrk's CPU: {wrk_seconds} s"
     assert row.wakeups_per_request > 1e-3, f"the server was woken {row.wakeups_per_request} times a request"
 
 
