@@ -533,7 +533,7 @@ def listen_queue(fill, retransmissions=(), *, width=WIDTH):
     figure, axes = _canvas(height, width)
     client_x, syn_x, queue_x, program_x = 0.75, 3.1, 5.0, 7.2
     centre = top + max(clients_height, 1.6) / 2
-    axes.text(client_x, 0.3, f"{fill.clients} clients: connect()", ha="center", fontsize=9.5, weight="bold")
+    axes.text(0.1, 0.3, f"{fill.clients} clients: connect()", ha="left", fontsize=9.5, weight="bold")
     axes.text((syn_x + queue_x) / 2, 0.3, "the server's kernel", ha="center", fontsize=9.5, weight="bold")
     axes.text(program_x, 0.3, "the program", ha="center", fontsize=9.5, weight="bold")
     kernel = FancyBboxPatch((syn_x - 0.95, top - 0.05), queue_x - syn_x + 2.1, max(clients_height, 1.6) + 0.1,
