@@ -15,9 +15,9 @@ import pytest
 
 from epollbook import diagrams
 from epollbook.backlog import Fill
-from epollbook.diagrams import Moment, Reader, TriggerRun, arrows_of, texts_of
+from epollbook.diagrams import Moment, Reader, TriggerRun, Watched, arrows_of, texts_of
 
-IN, RDHUP, HUP, ERR = select.EPOLLIN, select.EPOLLRDHUP, select.EPOLLHUP, select.EPOLLERR
+IN, OUT, RDHUP, HUP, ERR = select.EPOLLIN, select.EPOLLOUT, select.EPOLLRDHUP, select.EPOLLHUP, select.EPOLLERR
 
 
 def saves_as_png(figure, tmp_path):
@@ -50,6 +50,36 @@ def test_the_call_sequence_names_every_call_and_draws_every_segment_as_an_arrow(
 def test_a_call_sequence_on_a_third_side_is_refused_with_the_sides_it_knows():
     with pytest.raises(ValueError, match=r"neither 'server' nor 'client'.*proxy"):
         diagrams.call_sequence(calls=(("proxy", "socket()", 0, 0),))
+
+
+# -- an epoll instance at work ------------------------------------------------------------------------------
+
+
+@pytest.mark.quick
+def test_the_epoll_picture_lists_every_registration_with_what_the_kernel_added_and_links_each_ready_socket(tmp_path):
+    watched = [Watched(3, "listener, a client in its queue", IN, IN | ERR | HUP, IN),
+               Watched(5, "connection, idle", IN, IN | ERR | HUP, 0),
+               Watched(6, "connection, an answer to send", OUT, OUT | ERR | HUP, OUT)]
+    figure = diagrams.epoll_at_work(watched)
+    texts = texts_of(figure)
+    missing = [text for text in ("fd 3  IN (+ERR HUP)", "fd 5  IN (+ERR HUP)", "fd 6  OUT (+ERR HUP)", "fd 3  IN",
+                                 "fd 6  OUT", "fd 5: connection, idle") if text not in texts]
+    assert not missing, f"the picture lacks {missing}: {texts}"
+    assert "fd 5  IN" not in texts, "the idle connection is drawn among the ready ones"
+    assert len(arrows_of(figure)) == 2 + 2, f"register, poll and 2 ready sockets: {len(arrows_of(figure))} arrows"
+    assert saves_as_png(figure, tmp_path)
+
+
+def test_the_kernel_holds_every_registration_with_err_and_hup_added_and_poll_returns_only_the_ready_ones():
+    before = open_descriptors()
+    watched = diagrams.record_interest()
+    assert open_descriptors() == before, "record_interest left descriptors open"
+    added = [each.what for each in watched if each.held != each.asked | ERR | HUP]
+    assert not added, f"the kernel should hold what was asked plus EPOLLERR|EPOLLHUP; not so for {added}"
+    ready = {each.what: each.ready for each in watched}
+    assert ready == {"listener, a client in its queue": IN, "connection, a request arrived": IN,
+                     "connection, idle": 0, "connection, an answer to send": OUT,
+                     "connection, its client closed": IN}, f"poll() returned {ready}"
 
 
 # -- level- against edge-triggered -------------------------------------------------------------------------

@@ -1,17 +1,20 @@
 """The book's diagrams: pictures of how sockets, TCP and epoll behave, drawn with matplotlib at build time.
 
     call_sequence()                      a server's and a client's socket calls, with the segments between them (ch. 1)
+    record_interest()                    ``Watched`` sockets: an epoll's interest list from /proc, and what poll() said
+    epoll_at_work(watched)               that drawn: the program, the kernel's lists, the sockets (ch. 4)
     record_triggers(arrivals, polls)     a ``TriggerRun``: what level- and edge-triggered epoll reported, poll by poll
-    trigger_timelines(run)               that run drawn: bytes waiting, and the polls that reported them (ch. 4, 5)
+    trigger_timelines(run)               that run drawn: bytes waiting, and the polls that reported them (ch. 5)
     record_connection()                  ``Moment`` s: a connection's TCP states and epoll's events, step by step
     connection_states(moments)           those moments drawn: both ends' states, the segments, the events (ch. 6)
     listen_queue(fill, retransmissions)  the SYN queue and the accept queue, with chapter 7's measured numbers
 
 Each drawing function returns a ``matplotlib.figure.Figure``, as ``plots``
 does (no pyplot, nothing left open, PNG in a notebook). What can be asked of
-this machine's kernel is: ``record_triggers`` and ``record_connection`` run
-the experiment on sockets of this process, in well under a second, and the
-pictures draw what they recorded rather than what a textbook says. What
+this machine's kernel is: ``record_interest``, ``record_triggers`` and
+``record_connection`` run their experiment on sockets of this process, in
+well under a second, and the pictures draw what they recorded rather than
+what a textbook says; ``listen_queue`` draws chapter 7's measurement. What
 happens too fast to catch on loopback (the states a connection passes through
 for a few microseconds, SYN_SENT or LAST_ACK) is drawn in grey and said to be
 the TCP state machine's, not a measurement.
@@ -23,6 +26,7 @@ picture grows with what it shows, and text keeps its size at any length.
 
 import contextlib
 import dataclasses
+import os
 import select
 import shutil
 import socket
@@ -42,7 +46,7 @@ _COLOURS = {"client": "tab:blue", "server": "tab:green", "listener": "tab:purple
             "idle": "0.55", "passing": "0.5"}
 
 
-# -- shared drawing -----------------------------------------------------------------------------------------
+# -- shared drawing ------------------------------------------------------------------------------------------
 
 
 def _canvas(height, width=WIDTH):
@@ -80,7 +84,7 @@ def texts_of(figure):
             if text.get_text()]
 
 
-# -- 1. the call sequence ----------------------------------------------------------------------------------
+# -- 1. the call sequence ------------------------------------------------------------------------------------
 
 CALLS = (
     # (side, the call, the step it is made at, the step it returns at: later when it blocks)
@@ -164,7 +168,7 @@ def call_sequence(*, calls=CALLS, segments=SEGMENTS, afterwards=AFTERWARDS, widt
         start, end = sides[sender], sides["client" if sender == "server" else "server"]
         _arrow(axes, (start, y(step)), (end, y(step + 1)), _COLOURS[sender])
         middle = ((start + end) / 2, (y(step) + y(step + 1)) / 2)
-        axes.text(*middle, label, ha="center", va="bottom", fontsize=8, rotation=0,
+        axes.text(*middle, label, ha="center", va="bottom", fontsize=8,
                   bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
     axes.text(width / 2, height - 0.12, "time runs down; a thick bar: the call waits in the kernel; "
               "●: called, ○: returned", ha="center", va="bottom", fontsize=7.5, color="0.4")
@@ -172,7 +176,122 @@ def call_sequence(*, calls=CALLS, segments=SEGMENTS, afterwards=AFTERWARDS, widt
     return figure
 
 
-# -- 2. level- against edge-triggered, recorded -----------------------------------------------------------------
+# -- 2. an epoll instance at work, read from the kernel ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Watched:
+    """One socket on an epoll instance's interest list: what it is, the mask asked for and held, what poll() said."""
+
+    fd: int
+    what: str        # 'listener, a client in its queue'
+    asked: int       # the mask register() or modify() gave
+    held: int        # the mask the kernel holds, from /proc/self/fdinfo: what was asked, plus EPOLLERR|EPOLLHUP
+    ready: int       # the mask poll() returned for it; 0 if it was not ready
+
+
+def record_interest(window=0.05):
+    """Register sockets in five situations on one epoll, as example 3 registers them; read what the kernel holds.
+
+    A listener with a client in its queue, a connection whose request has
+    arrived, an idle one, one registered for ``EPOLLOUT`` (its answer to
+    send), one whose client has closed. Returns a list of ``Watched``: the
+    interest list as ``/proc/self/fdinfo`` shows it, and what one
+    ``poll(window)`` returned, in the order registered. Closes everything.
+    """
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.create_server(("127.0.0.1", 0)))
+        address = listener.getsockname()
+        ends = []
+        for _ in range(4):
+            client = stack.enter_context(socket.create_connection(address))
+            ends.append((client, stack.enter_context(listener.accept()[0])))
+        stack.enter_context(socket.create_connection(address))  # left in the accept queue
+        (requesting, request_end), (_, idle), (_, answering), (closing, closed) = ends
+        requesting.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        closing.close()
+        situations = [(listener, "listener, a client in its queue", select.EPOLLIN),
+                      (request_end, "connection, a request arrived", select.EPOLLIN),
+                      (idle, "connection, idle", select.EPOLLIN),
+                      (answering, "connection, an answer to send", select.EPOLLOUT),
+                      (closed, "connection, its client closed", select.EPOLLIN)]
+        epoll = stack.enter_context(select.epoll())
+        for sock, _, mask in situations:
+            epoll.register(sock.fileno(), mask)
+        held = {interest.fd: interest.events for interest in probes.epoll_interest_list(os.getpid(), epoll.fileno())}
+        ready = dict(epoll.poll(window))
+        return [Watched(sock.fileno(), what, mask, held.get(sock.fileno(), 0), ready.get(sock.fileno(), 0))
+                for sock, what, mask in situations]
+
+
+def _short(mask, asked=None):
+    """A mask as names without the EPOLL prefix; what the kernel added to *asked* in brackets: 'IN (+ERR HUP)'."""
+    added = 0 if asked is None else mask & ~asked
+    text = probes.epoll_event_names(mask & ~added).replace("EPOLL", "")
+    if added:
+        text += " (+" + probes.epoll_event_names(added).replace("EPOLL", "").replace("|", " ") + ")"
+    return text
+
+
+def epoll_at_work(watched=None, *, width=WIDTH):
+    """Draw an epoll instance's interest list and what ``poll()`` returned (``record_interest()``, run now by
+    default); return the ``Figure``.
+
+    The program on the left registers sockets and polls; the kernel's
+    interest list in the middle, with the events it adds by itself; the
+    sockets on the right, an arrow from each one that was ready to its entry
+    in what ``poll()`` returned. Raises ``ValueError`` if nothing is watched.
+    """
+    watched = record_interest() if watched is None else list(watched)
+    if not watched:
+        raise ValueError("there is nothing on the interest list to draw: give what record_interest() returned")
+    ready = [each for each in watched if each.ready]
+    row, top = 0.32, 0.85
+    interest_top = top
+    ready_top = interest_top + row * len(watched) + 0.75
+    height = ready_top + row * max(len(ready), 1) + 0.55
+    figure, axes = _canvas(height, width)
+    program_x, kernel_x, sockets_x = 1.05, 3.55, 6.7
+    axes.text(program_x, 0.3, "the program", ha="center", fontsize=9.5, weight="bold")
+    axes.text(kernel_x, 0.3, "the kernel's epoll instance", ha="center", fontsize=9.5, weight="bold")
+    axes.text(sockets_x, 0.3, "the sockets", ha="center", fontsize=9.5, weight="bold")
+    axes.add_patch(FancyBboxPatch((kernel_x - 1.2, 0.5), 2.4, height - 0.9, boxstyle="round,pad=0.05",
+                                  facecolor="0.97", edgecolor="0.8"))
+    axes.text(kernel_x, interest_top - 0.12, "interest list (/proc/self/fdinfo)", ha="center", va="bottom",
+              fontsize=8.5, style="italic")
+    axes.text(kernel_x, ready_top - 0.12, "ready: what poll() returned", ha="center", va="bottom", fontsize=8.5,
+              style="italic")
+    entry = {}
+    for number, each in enumerate(watched):
+        y = interest_top + row * (number + 0.5)
+        _box(axes, kernel_x, y, 2.1, row * 0.78, f"fd {each.fd}  {_short(each.held, each.asked)}", "0.45",
+             size=8)
+        colour = _COLOURS["listener"] if number == 0 else _COLOURS["client"]
+        _box(axes, sockets_x, y, 2.5, row * 0.78, f"fd {each.fd}: {each.what}", colour, size=8,
+             filled=bool(each.ready))
+        entry[each.fd] = y
+    for number, each in enumerate(ready):
+        y = ready_top + row * (number + 0.5)
+        _box(axes, kernel_x, y, 2.1, row * 0.78, f"fd {each.fd}  {_short(each.ready)}", _COLOURS["hang-up"]
+             if each.ready & (select.EPOLLHUP | select.EPOLLERR | select.EPOLLRDHUP) else "tab:blue", size=8)
+        _arrow(axes, (sockets_x - 1.28, entry[each.fd]), (kernel_x + 1.08, y), "0.45", width=0.8)
+    if not ready:
+        axes.text(kernel_x, ready_top + row / 2, "nothing ready", ha="center", va="center", fontsize=8, color="0.5")
+    register_y = interest_top + row * len(watched) / 2
+    poll_y = ready_top + row * max(len(ready), 1) / 2
+    _box(axes, program_x, register_y, 1.9, 0.42, "epoll.register(fd, mask)\nmodify(), unregister()",
+         _COLOURS["server"], size=7.5)
+    _arrow(axes, (program_x + 0.97, register_y), (kernel_x - 1.08, register_y), _COLOURS["server"])
+    _box(axes, program_x, poll_y, 1.9, 0.42, "events = epoll.poll()\nonly the ready ones", _COLOURS["server"],
+         size=7.5)
+    _arrow(axes, (kernel_x - 1.08, poll_y), (program_x + 0.97, poll_y), _COLOURS["server"])
+    axes.text(width / 2, height - 0.12, "read from the kernel just now; (+ERR HUP): events the kernel adds to every "
+              "registration; a filled socket: ready", ha="center", va="bottom", fontsize=7, color="0.4")
+    _show_in_notebooks()
+    return figure
+
+
+# -- 3. level- against edge-triggered, recorded --------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,7 +370,7 @@ def trigger_timelines(run=None, *, width=WIDTH):
     In each panel, a bar per poll: the bytes waiting when poll() was called;
     a dot above it where poll() reported the socket, a hollow ring where it
     reported nothing though bytes were waiting (an edge-triggered reader's
-    stranded bytes). Arrows on top mark the arrivals.
+    stranded bytes); "+N" beside a bar: N bytes arrived just before that poll.
     """
     run = record_triggers() if run is None else run
     figure = Figure(figsize=(width, 1.25 * len(run.readers) + 0.9), layout="constrained")
@@ -268,14 +387,14 @@ def trigger_timelines(run=None, *, width=WIDTH):
         axes.plot(stranded, [most * 1.25] * len(stranded), "o", color="tab:red", markersize=8,
                   markerfacecolor="none", label="bytes waiting, poll() reported nothing")
         for poll, size in run.arrivals.items():
-            axes.annotate(f"+{size}", (poll, most * 1.02), xytext=(poll - 0.42, most * 1.02), fontsize=7.5,
-                          color="0.3", va="bottom", ha="right")
+            axes.text(poll - 0.42, most * 1.02, f"+{size}", fontsize=7.5, color="0.3", va="bottom", ha="right")
         axes.set_ylim(0, most * 1.5)
         axes.set_yticks([0, most])
         axes.set_ylabel("bytes\nwaiting", fontsize=8)
         axes.set_title(reader.name, fontsize=9, loc="left")
         axes.spines[["top", "right"]].set_visible(False)
-        if reader.waiting[-1] and not any(reader.reported[poll] for poll in polls if poll > max(run.arrivals)):
+        last_arrival = max(run.arrivals, default=-1)
+        if reader.waiting[-1] and not any(reader.reported[poll] for poll in polls if poll > last_arrival):
             axes.set_title(f"{reader.waiting[-1]} bytes left, never reported again", fontsize=9, loc="right",
                            color="tab:red")
     panels[-1].set_xticks(list(polls))
@@ -292,7 +411,7 @@ def trigger_timelines(run=None, *, width=WIDTH):
     return figure
 
 
-# -- 3. a connection's life, recorded ------------------------------------------------------------------------
+# -- 4. a connection's life, recorded ------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,7 +628,7 @@ def connection_states(moments=None, *, width=WIDTH):
     return figure
 
 
-# -- 4. the listen queue -----------------------------------------------------------------------------------
+# -- 5. the listen queue -------------------------------------------------------------------------------------
 
 
 def listen_queue(fill, retransmissions=(), *, width=WIDTH):
