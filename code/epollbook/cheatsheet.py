@@ -1,17 +1,21 @@
-"""The epoll cheat sheet's computed tables: flags read from ``select``, errors from ``errno``, hang-ups measured.
+"""The epoll cheat sheet's tables: flags read from ``select``, errors named by Python, hang-ups measured.
 
-    flags_table(reported=None)          every EPOLL* constant of ``select``: value, who sets it, meaning, where shown
-    outcomes_table()                    what accept/recv/send/... give in non-blocking mode, with Python's exception
-    hang_ups_table(table)               chapter 6's measured truth table, short, with what to do about each ending
-    what_a_socket_reports()             a connection registered for every bit: the ``Reported`` masks, measured
-    see(chapter, anchor, text)          a Markdown link to a chapter's section: ``[4: text](04-....ipynb#anchor)``
+    calls_table()                   epoll's system calls and their Python names
+    flags_table()                   every EPOLL* constant ``select`` has, its value read from ``select``
+    outcomes_table()                what accept/recv/send/... give on a non-blocking socket, and what to do
+    rules_table()                   level- against edge-triggered, rule by rule
+    hang_ups_table(table)           chapter 6's truth table (``hangups.truth_table()``), short, with what to do
+    options_table()                 the socket options the book measures
+    what_a_socket_reports()         a ``Reported``: the default mask and what a socket reports, measured
+    see(chapter, anchor)            a link to a section of the book: ``[4](04-level-triggered.ipynb#anchor)``
 
-The tables are Markdown text (MyST): a notebook shows one with
-``IPython.display.Markdown(flags_table())``, and every link in them is to a
-chapter's heading, which the book's build checks (``-W -n``) and so does
-``tests/test_cheatsheet.py``. The prose (meanings, advice) is data here, next
-to what is computed, so that a constant Python adds or an ending chapter 6
-measures and the cheat sheet does not describe fails a test instead of going
+Each table is Markdown (MyST) for ``IPython.display.Markdown``; its last
+column links every row to the section of the book that shows it live. The
+links' anchors are MyST's slugs of the chapters' headings
+(``myst_heading_anchors`` in _config.yml): the build (``-W -n``) fails on one
+that is broken, and ``tests/test_cheatsheet.py`` finds it in a second. The
+words are data here, next to what is computed, so that a constant Python adds
+or an ending chapter 6 measures, undescribed, fails a test instead of going
 missing from the page.
 """
 
@@ -28,21 +32,18 @@ CHAPTERS = {
     1: "01-one-request", 2: "02-serving-forever", 3: "03-why-blocking-hurts", 4: "04-level-triggered",
     5: "05-edge-triggered", 6: "06-hang-ups", 7: "07-listen-backlog", 8: "08-tcp-cork", 9: "09-tcp-nodelay",
     10: "10-select-poll-epoll", 11: "11-throughput", 12: "12-selectors-and-asyncio", "errata": "errata",
-    "here": "cheat-sheet",
+    "below": "cheat-sheet",
 }
-"""The book's pages by chapter number (and the errata, and this cheat sheet), as files in ``book/``."""
+"""The pages a row can link to: the chapters by number, the errata, and this cheat sheet itself ("below")."""
 
 
-def see(chapter, anchor, text):
-    """A Markdown link to the heading *anchor* of *chapter* (a key of ``CHAPTERS``), labelled with its number.
+def see(chapter, anchor):
+    """A Markdown link to the heading *anchor* of *chapter* (a key of ``CHAPTERS``), labelled with the key.
 
-    ``see(4, "the-interest-list-as-the-kernel-holds-it", "interest list")``
-    gives ``[4: interest list](04-level-triggered.ipynb#the-interest-list-as-the-kernel-holds-it)``.
-    The anchor is MyST's slug of the heading (``myst_heading_anchors``).
-    Raises ``KeyError`` for a chapter the book does not have.
+    ``see(4, "what-we-saw")`` gives ``[4](04-level-triggered.ipynb#what-we-saw)``.
+    Raises ``KeyError`` for a page the book does not have.
     """
-    label = {"errata": "errata", "here": "below"}.get(chapter, chapter)
-    return f"[{label}: {text}]({CHAPTERS[chapter]}.ipynb#{anchor})"
+    return f"[{chapter}]({CHAPTERS[chapter]}.ipynb#{anchor})"
 
 
 def _cell(text):
@@ -54,6 +55,36 @@ def _markdown_table(columns, rows):
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def mask_names(mask):
+    """An event mask as its flags' names without the ``EPOLL`` prefix: ``'IN|RDHUP'``; ``'0'`` for none."""
+    return probes.epoll_event_names(mask).replace("EPOLL", "")
+
+
+# -- the calls --------------------------------------------------------------------------------------------------
+
+CALLS = (
+    ("`epoll_create1()`", "`ep = select.epoll()`", "a new {term}`interest list`, a descriptor; `with` closes it",
+     see(4, "the-interest-list-as-the-kernel-holds-it")),
+    ("`epoll_ctl(ADD)`", "`ep.register(fd, mask)`", "watch *fd*; no *mask*: `IN|PRI|OUT` (measured below)",
+     see(10, "what-the-articles-code-asks-of-the-kernel")),
+    ("`epoll_ctl(MOD)`", "`ep.modify(fd, mask)`", "change what *fd* waits for; re-arms a one-shot",
+     see(10, "what-epoll-charges-instead")),
+    ("`epoll_ctl(DEL)`", "`ep.unregister(fd)`", "before `close()`: a `dup` keeps the registration alive",
+     see(5, "an-event-for-a-number-that-is-closed")),
+    ("`epoll_wait()`", "`ep.poll(timeout)`", "`[(fd, mask)...]`; seconds; `None` or negative: for ever",
+     see(4, "exercise-43-wake-up-for-the-earliest-deadline")),
+    ("`/proc/PID/fdinfo/EPFD`", "`ep.fileno()`", "the interest list as the kernel holds it",
+     see(4, "the-interest-list-as-the-kernel-holds-it")),
+    ("all of them", "`selectors.DefaultSelector()`", "`EpollSelector` on Linux, level-triggered",
+     see(12, "the-same-server-on-selectors")),
+)
+
+
+def calls_table():
+    """epoll's calls, their Python names and what they do, as a Markdown table."""
+    return _markdown_table(["epoll(7)", "Python", "does", "ch."], CALLS)
 
 
 # -- the flags ------------------------------------------------------------------------------------------------
@@ -70,69 +101,37 @@ class Flag:
 
 
 FLAGS = (
-    Flag("EPOLLIN", "you", "readable: bytes, the end of the stream (`recv()` gives `b''`), or a connection to accept",
-         see(4, "level-triggered-told-again-and-again", "told again")),
-    Flag("EPOLLOUT", "you", "writable: room in the send buffer; level-triggered, ask only while you have bytes to send",
-         see(4, "epollout-with-nothing-to-write", "the spin")),
-    Flag("EPOLLRDHUP", "you", "the peer's FIN: it will send nothing more (closed, or only shut its writing side)",
-         see(6, "the-truth-table", "truth table")),
-    Flag("EPOLLPRI", "you", "urgent data (TCP's `MSG_OOB`); without a mask, `register()` asks for it",
-         see("here", "bits-the-chapters-do-not-show", "measured")),
-    Flag("EPOLLET", "you", "edge-triggered: reported once per change, so drain until `BlockingIOError`",
-         see(5, "one-notification-per-edge", "one per edge")),
-    Flag("EPOLLONESHOT", "you", "one event, then disarmed, not removed: `modify()` re-arms, `register()` is `EEXIST`",
-         see(5, "epolloneshot-disarmed-not-removed", "disarmed")),
-    Flag("EPOLLEXCLUSIVE", "you", "`register()` only: of the epoll instances watching one listener, wake one or a few",
-         see(5, "epollexclusive-in-brief", "in brief")),
-    Flag("EPOLLERR", "kernel", "a pending error (a reset): `SO_ERROR` names it, the next call raises it, once",
-         see(6, "the-truth-table", "truth table")),
-    Flag("EPOLLHUP", "kernel", "both directions shut (a reset, or a FIN each way), not \"the peer closed\"",
-         see(6, "where-example-3s-epollhup-comes-from", "where from")),
-    Flag("EPOLLRDNORM", "you", "poll(2)'s name for normal data: comes with `EPOLLIN` on a socket",
-         see("here", "bits-the-chapters-do-not-show", "measured")),
-    Flag("EPOLLWRNORM", "you", "poll(2)'s name for room to write: comes with `EPOLLOUT` on a socket",
-         see("here", "bits-the-chapters-do-not-show", "measured")),
-    Flag("EPOLLRDBAND", "you", "poll(2)'s priority-band data",
-         see("here", "bits-the-chapters-do-not-show", "measured")),
-    Flag("EPOLLWRBAND", "you", "poll(2)'s room for priority-band data",
-         see("here", "bits-the-chapters-do-not-show", "measured")),
-    Flag("EPOLLMSG", "you", "poll(2)'s message bit, which Linux does not use",
-         see("here", "bits-the-chapters-do-not-show", "measured")),
-    Flag("EPOLL_CLOEXEC", "create", "`epoll_create1()`'s flag, not a mask bit: Python's epoll objects always have it",
-         "[select.epoll](https://docs.python.org/3/library/select.html#select.epoll)"),
+    Flag("EPOLLIN", "you", "readable: bytes, the end (`b''`), or a connection to accept",
+         see(4, "level-triggered-told-again-and-again")),
+    Flag("EPOLLOUT", "you", "writable: room to send; level-triggered, ask only while bytes wait",
+         see(4, "epollout-with-nothing-to-write")),
+    Flag("EPOLLRDHUP", "you", "the peer's FIN: it sends nothing more, but may still read", see(6, "the-truth-table")),
+    Flag("EPOLLPRI", "you", "urgent data (`MSG_OOB`)", see("below", "bits-the-chapters-do-not-show")),
+    Flag("EPOLLET", "you", "{term}`edge-triggered`: once per change", see(5, "one-notification-per-edge")),
+    Flag("EPOLLONESHOT", "you", "one event, then disarmed (not removed) until `modify()`",
+         see(5, "epolloneshot-disarmed-not-removed")),
+    Flag("EPOLLEXCLUSIVE", "you", "`register()` only: wake one of the epolls sharing a listener",
+         see(5, "epollexclusive-in-brief")),
+    Flag("EPOLLERR", "kernel", "always on: a pending error, which `SO_ERROR` names", see(6, "the-truth-table")),
+    Flag("EPOLLHUP", "kernel", "always on: both directions shut; not \"the peer closed\"",
+         see(6, "where-example-3s-epollhup-comes-from")),
+    Flag("EPOLLRDNORM", "you", "poll(2)'s normal data", see("below", "bits-the-chapters-do-not-show")),
+    Flag("EPOLLWRNORM", "you", "poll(2)'s room to write", see("below", "bits-the-chapters-do-not-show")),
+    Flag("EPOLLRDBAND", "you", "poll(2)'s priority-band data", see("below", "bits-the-chapters-do-not-show")),
+    Flag("EPOLLWRBAND", "you", "poll(2)'s room for priority-band data", see("below", "bits-the-chapters-do-not-show")),
+    Flag("EPOLLMSG", "you", "poll(2)'s message bit, unused by Linux", see("below", "bits-the-chapters-do-not-show")),
+    Flag("EPOLL_CLOEXEC", "create", "`epoll_create1()`'s flag: Python always sets it",
+         "[docs](https://docs.python.org/3/library/select.html#select.epoll)"),
 )
 """Every EPOLL* constant the cheat sheet describes, in its order. ``tests/test_cheatsheet.py`` checks that it holds
 every one ``select`` has."""
 
-_WHO = {"you": "you", "kernel": "the kernel, always", "create": "`select.epoll()`"}
 
-
-def mask_names(mask):
-    """An event mask as its flags' names without the ``EPOLL`` prefix: ``'IN|RDHUP'``; ``'0'`` for none."""
-    return probes.epoll_event_names(mask).replace("EPOLL", "")
-
-
-def flags_table(reported=None):
-    """The flags as a Markdown table: every EPOLL* of ``FLAGS`` that ``select`` has, its value read from ``select``.
-
-    With *reported* (a ``Reported``), a column says whether the connection it
-    measured showed the bit (empty for a mode, such as ``EPOLLET``, which is
-    never reported).
-    """
-    columns = ["flag", "value", "set by", "means", "shown in"]
-    if reported is not None:
-        columns.insert(4, "reported here")
-    rows = []
-    for flag in FLAGS:
-        value = getattr(select, flag.name, None)
-        if value is None:  # a constant this Python does not have
-            continue
-        row = [f"`{flag.name}`", f"`{value:#x}`", _WHO[flag.who], flag.meaning, flag.where]
-        if reported is not None:
-            asked = EVERY_EVENT | select.EPOLLERR | select.EPOLLHUP  # modes (EPOLLET...) are not events
-            row.insert(4, "" if not value & asked else "yes" if reported.everything & value else "no")
-        rows.append(row)
-    return _markdown_table(columns, rows)
+def flags_table():
+    """The flags as a Markdown table: each of ``FLAGS`` that ``select`` has, with the value ``select`` gives it."""
+    rows = [(f"`{flag.name}`", f"`{getattr(select, flag.name):#x}`", flag.meaning, flag.where)
+            for flag in FLAGS if hasattr(select, flag.name)]
+    return _markdown_table(["flag", "value", "means", "ch."], rows)
 
 
 # -- what a socket reports --------------------------------------------------------------------------------
@@ -197,88 +196,108 @@ class Outcome:
         code = getattr(errno, self.outcome, None)
         return type(OSError(code, os.strerror(code))).__name__ if code is not None else None
 
-    def cells(self):
-        raised = self.raised
-        shown = f"`{raised}` (`{self.outcome}`)" if raised else f"`{self.outcome}`"
-        return [f"`{self.call}`", shown, self.means, self.do, self.where]
+    def gives(self):
+        """The outcome as the table shows it: ``'`BlockingIOError` (`EAGAIN`)'``, or the return value as code."""
+        return f"`{self.raised}` (`{self.outcome}`)" if self.raised else f"`{self.outcome}`"
 
 
 OUTCOMES = (
-    Outcome("accept()", "(conn, address)", "a connection, *blocking* even from a non-blocking listener",
-            "`conn.setblocking(False)`, register it", see(4, "the-articles-code", "line by line")),
-    Outcome("accept()", "EAGAIN", "the accept queue is empty", "wait for the next event; edge: the loop is done",
-            see(5, "blockingioerror-ends-a-drain", "drain")),
-    Outcome("accept()", "EMFILE", "no descriptor left (`ENFILE`: the system's); the client stays queued",
-            "level: stop watching the listener a moment; edge: free a spare fd, accept, close",
-            see(5, "out-of-file-descriptors", "EMFILE")),
-    Outcome("accept()", "ECONNABORTED", "a client gave up while it was queued", "accept again",
-            see(2, "exercise-22-a-blocking-server-no-client-can-stop", "ex. 2.2")),
-    Outcome("recv(n)", "b'...'", "1 to n bytes: what has arrived, not a message", "append; look for the end",
-            see(1, "a-request-in-pieces", "pieces")),
-    Outcome("recv(n)", "b''", "the peer's FIN: nothing more, ever; it may still read",
-            "stop reading; answer a whole request, then close", see(6, "the-truth-table", "truth table")),
-    Outcome("recv(n)", "EAGAIN", "nothing to read now", "wait for the next event; edge: the drain is done",
-            see(5, "blockingioerror-ends-a-drain", "drain")),
-    Outcome("recv(n)", "ECONNRESET", "a reset; raised once, then `b''`", "close",
-            see(4, "a-reset-kills-it", "a reset")),
-    Outcome("recv(n)", "ETIMEDOUT", "keepalive probes went unanswered", "close",
-            see(6, "a-peer-that-is-simply-gone", "gone")),
-    Outcome("send(data)", "n", "the bytes the send buffer took: maybe fewer than given", "keep the rest",
-            see(1, "send-takes-what-fits", "what fits")),
-    Outcome("send(data)", "EAGAIN", "the send buffer is full", "ask for `EPOLLOUT`; go on reading meanwhile",
-            see(4, "exercise-41-ask-for-epollout-only-while-there-is-something-to-write", "ex. 4.1")),
-    Outcome("send(data)", "EPIPE", "the peer closed and reset, or we shut our writing side; no `SIGPIPE` in Python",
-            "close", see(6, "the-truth-table", "truth table")),
-    Outcome("send(data)", "ECONNRESET", "a reset", "close", see(6, "the-truth-table", "truth table")),
-    Outcome("shutdown(how)", "ENOTCONN", "a reset came first: the connection is gone", "close",
-            see(4, "100-clients-at-once", "100 clients")),
-    Outcome("connect_ex(address)", "EINPROGRESS", "the SYN is out", "wait for `EPOLLOUT`, then read `SO_ERROR`",
-            see(7, "exercise-71-predict-then-measure", "ex. 7.1")),
-    Outcome("connect_ex(address)", "ECONNREFUSED", "nobody listens; a full backlog never refuses (the SYN is dropped)",
-            "give up, or try later", see(7, "a-dropped-syn-no-connection-no-refusal-a-wait", "dropped SYN")),
-    Outcome("bind(address)", "EADDRINUSE", "old connections in `TIME_WAIT`, or a listener, hold the port",
-            "`SO_REUSEADDR` (or a `SO_REUSEPORT` group)", see(1, "the-closed-connection-lingers", "TIME_WAIT")),
-    Outcome("epoll.register(fd, mask)", "EEXIST", "already registered, perhaps a disarmed one-shot", "`modify()`",
-            see(5, "epolloneshot-disarmed-not-removed", "disarmed")),
-    Outcome("epoll.poll(timeout)", "EINTR", "a signal: Python retries by itself (PEP 475) unless its handler raises",
-            "nothing; Ctrl-C raises `KeyboardInterrupt`", see("errata", "epollpoll1-waking-every-second-for-nothing",
-                                                                "poll(1)")),
-    Outcome("select.select(r, w, x)", "ValueError", "a descriptor numbered 1024 or more (`FD_SETSIZE`)",
-            "use `epoll` (or `poll`)", see(10, "select-stops-at-descriptor-number-1024", "1024")),
+    Outcome("accept()", "(conn, address)", "a connection, *blocking*", "`setblocking(False)`, register",
+            see(4, "the-articles-code")),
+    Outcome("accept()", "EAGAIN", "the queue is empty", "wait; edge: loop done",
+            see(5, "blockingioerror-ends-a-drain")),
+    Outcome("accept()", "EMFILE", "no fd left: the client stays queued", "level: pause; edge: spare fd",
+            see(5, "out-of-file-descriptors")),
+    Outcome("accept()", "ECONNABORTED", "a client gave up in the queue", "accept again",
+            see(2, "exercise-22-a-blocking-server-no-client-can-stop")),
+    Outcome("recv(n)", "b'...'", "what has arrived, not a message", "append; find the end",
+            see(1, "a-request-in-pieces")),
+    Outcome("recv(n)", "b''", "the peer's FIN: nothing more, ever", "answer if whole; close",
+            see(1, "recv-returns-b-the-other-side-is-done-sending")),
+    Outcome("recv(n)", "EAGAIN", "nothing now", "wait; edge: drain done", see(5, "blockingioerror-ends-a-drain")),
+    Outcome("recv(n)", "ECONNRESET", "a {term}`reset`; once, then `b''`", "close", see(4, "a-reset-kills-it")),
+    Outcome("recv(n)", "ETIMEDOUT", "keepalive got no answer", "close", see(6, "a-peer-that-is-simply-gone")),
+    Outcome("send(data)", "n", "what fit, maybe less than given", "keep the rest", see(1, "send-takes-what-fits")),
+    Outcome("send(data)", "EAGAIN", "the send buffer is full", "ask for `EPOLLOUT`",
+            see(4, "exercise-41-ask-for-epollout-only-while-there-is-something-to-write")),
+    Outcome("send(data)", "EPIPE", "the peer closed, or we shut writing", "close", see(6, "the-truth-table")),
+    Outcome("send(data)", "ECONNRESET", "a reset", "close", see(6, "the-truth-table")),
+    Outcome("shutdown(how)", "ENOTCONN", "a reset came first", "close", see(4, "100-clients-at-once")),
+    Outcome("connect_ex(addr)", "EINPROGRESS", "the SYN is out", "`EPOLLOUT`, then `SO_ERROR`",
+            see(7, "exercise-71-predict-then-measure")),
+    Outcome("connect_ex(addr)", "ECONNREFUSED", "nobody listens (a full queue never refuses)", "give up",
+            see(7, "a-dropped-syn-no-connection-no-refusal-a-wait")),
+    Outcome("bind(addr)", "EADDRINUSE", "`TIME_WAIT`, or a listener, holds it", "`SO_REUSEADDR`",
+            see(1, "the-closed-connection-lingers")),
+    Outcome("ep.register()", "EEXIST", "registered already (disarmed?)", "`modify()`",
+            see(5, "epolloneshot-disarmed-not-removed")),
+    Outcome("ep.poll()", "EINTR", "a signal; Python retries (PEP 475)", "none: Ctrl-C raises",
+            see("errata", "epollpoll1-waking-every-second-for-nothing")),
+    Outcome("select.select()", "ValueError", "a descriptor numbered 1024 or more", "use epoll",
+            see(10, "select-stops-at-descriptor-number-1024")),
 )
-"""What a call on a non-blocking socket (or epoll) gives, in the order the cheat sheet lists them."""
+"""What a call on a non-blocking socket (or an epoll object) gives, in the order the cheat sheet lists them."""
 
 
 def outcomes_table():
-    """The outcomes as a Markdown table, each error shown as the exception Python raises for its errno."""
-    return _markdown_table(["call", "gives", "means", "do", "shown in"], [outcome.cells() for outcome in OUTCOMES])
+    """The outcomes as a Markdown table, each error shown as the exception Python raises for its errno.
+
+    A call is named on its first row only, so that its outcomes read as a group.
+    """
+    rows, previous = [], None
+    for outcome in OUTCOMES:
+        call = "" if outcome.call == previous else f"`{outcome.call}`"
+        previous = outcome.call
+        rows.append((call, outcome.gives(), outcome.means, outcome.do, outcome.where))
+    return _markdown_table(["call", "gives", "means", "do", "ch."], rows)
+
+
+# -- level against edge -----------------------------------------------------------------------------------------
+
+RULES = (
+    ("reports", "at every `poll()`, while it holds", "once per change", see(4, "level-triggered-told-again-and-again")
+     + ", " + see(5, "one-notification-per-edge")),
+    ("reading", "one `recv()` an event", "{term}`drain` to `BlockingIOError` or `b''`",
+     see(5, "a-handler-that-does-not-drain")),
+    ("accepting", "one `accept()` an event", "until `BlockingIOError`", see(5, "what-changes")),
+    ("`b''` ignored", "a {term}`spin`, in `CLOSE_WAIT`", "an endless drain",
+     see(4, "a-client-that-hangs-up-early-a-spin-and-a-leak") + ", "
+     + see(5, "a-client-that-hangs-up-the-endless-loop")),
+    ("`EPOLLOUT`", "only while bytes wait, or a spin", "reported as room frees",
+     see(4, "epollout-with-nothing-to-write")),
+    ("`EMFILE`", "the listener spins: pause it", "no new edge: a spare fd", see(5, "out-of-file-descriptors")),
+    ("a busy client", "one read a turn", "cap the drain, come back", see(5, "one-busy-client-and-the-others")),
+    ("threads", "", "`EPOLLONESHOT`, then re-arm", see(5, "the-race-it-prevents")),
+    ("deadlines", "`poll(max(0, earliest - now))`", "the same",
+     see(4, "exercise-43-wake-up-for-the-earliest-deadline")),
+    ("closing", "unregister, close, forget: once", "the same", see(4, "the-fix-the-corrected-level-server")),
+)
+
+
+def rules_table():
+    """Level- against edge-triggered epoll, rule by rule, as a Markdown table."""
+    return _markdown_table(["", "{term}`level-triggered`", "{term}`edge-triggered` (`EPOLLET`)", "ch."], RULES)
 
 
 # -- the hang-up truth table, short --------------------------------------------------------------------------
 
 
 ADVICE = {
-    "close": ("the peer's FIN; it may still read: answer a whole request, then close",
-              see(6, "the-truth-table", "truth table")),
-    "shut_wr": ("the same FIN, from a client that waits for its answer: answer it",
-                see(6, "exercise-62-answer-a-client-that-has-finished-sending", "ex. 6.2")),
-    "close unread": ("its kernel reset the connection: close", see(6, "the-truth-table", "truth table")),
-    "reset": ("the error is read once, by whichever call comes first: close",
-              see(6, "the-truth-table", "truth table")),
-    "stopped": ("nothing ever comes: only a deadline of yours (or keepalive) finds it",
-                see(6, "a-peer-that-is-simply-gone", "gone")),
-    "server shut_rd": ("our own end of reading: `recv()` gives `b''`; rarely useful",
-                       see(6, "the-truth-table", "truth table")),
-    "server shut_wr": ("the lingering close: read until the client's FIN (with a deadline), then close",
-                       see(6, "closing-with-unread-bytes-the-lingering-close", "lingering close")),
-    "server shut_rdwr": ("`EPOLLHUP` at once, of our own making (example 3's): close",
-                         see(6, "where-example-3s-epollhup-comes-from", "where from")),
+    "close": ("answer a whole request, then close", see(6, "the-truth-table")),
+    "shut_wr": ("the same, and it still reads: answer it",
+                see(6, "exercise-62-answer-a-client-that-has-finished-sending")),
+    "close unread": ("close", see(6, "the-truth-table")),
+    "reset": ("close; the error is read once", see(6, "the-truth-table")),
+    "stopped": ("nothing comes: only a deadline finds it", see(6, "a-peer-that-is-simply-gone")),
+    "server shut_rd": ("rarely useful", see(6, "the-truth-table")),
+    "server shut_wr": ("read to the client's FIN, then close", see(6, "closing-with-unread-bytes-the-lingering-close")),
+    "server shut_rdwr": ("close: example 3's `EPOLLHUP`", see(6, "where-example-3s-epollhup-comes-from")),
 }
 """For each ending of ``hangups.ENDINGS`` (by name): what to do when it shows, and where chapter 6 shows it."""
 
 
 def hang_ups_table(table):
-    """*table* (a measured ``hangups.TruthTable``) as a short Markdown table, with ``ADVICE`` for each row.
+    """*table* (a measured ``hangups.TruthTable``, or its rows) as a short Markdown table, with ``ADVICE``.
 
     Masks are shown without their ``EPOLL`` prefix. Raises ``KeyError`` for an
     ending ``ADVICE`` does not know.
@@ -286,9 +305,35 @@ def hang_ups_table(table):
     rows = []
     for row in table:
         advice, where = ADVICE[row.ending.name]
-        rows.append([row.ending.call, f"`{mask_names(row.mask)}`", f"`{mask_names(row.events['0'])}`",
-                     " then ".join(f"`{each}`" for each in row.recv), " then ".join(f"`{each}`" for each in row.send),
-                     f"{advice} ({where})"])
-    columns = ["ending", "events (`IN\\|RDHUP` registered)", "(`0` registered)", "`recv()`, twice", "`send()`, twice",
-               "what to do"]
-    return _markdown_table(columns, rows)
+        rows.append((row.ending.call, f"`{mask_names(row.mask)}`", f"`{mask_names(row.events['0'])}`",
+                     ", ".join(f"`{each}`" for each in row.recv), ", ".join(f"`{each}`" for each in row.send),
+                     advice, where))
+    return _markdown_table(["ending", "events", "with `0`", "`recv()` ×2", "`send()` ×2", "do", "ch."], rows)
+
+
+# -- socket options ---------------------------------------------------------------------------------------------
+
+OPTIONS = (
+    ("`SO_REUSEADDR`", "listener", "bind beside {term}`TIME_WAIT`, never beside a listener",
+     see(1, "the-closed-connection-lingers")),
+    ("`SO_REUSEPORT`", "each listener", "a {term}`reuseport group`: a queue each, connections hashed",
+     see(11, "one-loop-per-core-so_reuseport")),
+    ("`listen(n)`", "listener", "n + 1 complete before `accept()`, n at most `somaxconn`; then SYNs are dropped",
+     see(7, "backlog--1-connections-before-any-accept") + ", " + see(7, "the-kernels-ceiling-somaxconn")),
+    ("`TCP_NODELAY`", "connection (inherited)", "{term}`Nagle's algorithm` off; not \"unbuffered\"",
+     see(9, "nagles-algorithm-and-delayed-acks") + ", " + see(9, "set-on-the-listener-inherited-by-accepted-sockets")),
+    ("`TCP_CORK`", "connection", "hold partial segments until pulled (a 200 ms ceiling, or more)",
+     see(8, "a-cork-never-pulled-the-200-ms-ceiling")),
+    ("`MSG_MORE`", "one `send()`", "a cork for one call", see(8, "a-response-written-in-several-send-calls")),
+    ("`TCP_QUICKACK`", "receiver, each read", "no {term}`delayed ACK`",
+     see(9, "without-tcp_nodelay-one-piece-or-quick-acks")),
+    ("`SO_LINGER (1, 0)`", "connection", "`close()` sends a reset, not a FIN", see(6, "the-truth-table")),
+    ("`SO_KEEPALIVE`", "connection", "probes a silent peer", see(6, "a-peer-that-is-simply-gone")),
+    ("`SO_ERROR`", "(read)", "the pending error; reading clears it", see(6, "the-truth-table")),
+    ("`TCP_INFO`", "(read)", "the kernel's counters of a connection", see(8, "what-the-kernel-counts-tcp_info")),
+)
+
+
+def options_table():
+    """The socket options (and ``listen()``'s backlog) the book measures, as a Markdown table."""
+    return _markdown_table(["option", "on", "does", "ch."], OPTIONS)
