@@ -50,6 +50,19 @@ def test_the_call_sequence_names_every_call_and_draws_every_segment_as_an_arrow(
 def test_a_call_sequence_on_a_third_side_is_refused_with_the_sides_it_knows():
     with pytest.raises(ValueError, match=r"neither 'server' nor 'client'.*proxy"):
         diagrams.call_sequence(calls=(("proxy", "socket()", 0, 0),))
+    with pytest.raises(ValueError, match="proxy"):
+        diagrams.call_sequence(notes=(("proxy", "waits", 0, 1),))
+
+
+@pytest.mark.quick
+def test_the_write_write_read_stall_shows_both_kernels_waiting_beside_brackets_and_four_segments():
+    figure = diagrams.call_sequence(**diagrams.WRITE_WRITE_READ)
+    texts = texts_of(figure)
+    missing = [text for _, text, *_ in diagrams.WRITE_WRITE_READ["notes"] if text not in texts]
+    assert not missing, f"the stall's notes are missing: {missing}"
+    assert len(arrows_of(figure)) == 4, "head, the delayed ACK, body, answer: 4 arrows"
+    dashed = [line for line in figure.axes[0].lines if line.get_linestyle() not in ("-", "None")]
+    assert len(dashed) == 2, f"a bracket beside each note: {len(dashed)} dashed lines"
 
 
 # -- an epoll instance at work ------------------------------------------------------------------------------

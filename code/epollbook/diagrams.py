@@ -1,6 +1,7 @@
 """The book's diagrams: pictures of how sockets, TCP and epoll behave, drawn with matplotlib at build time.
 
     call_sequence()                      a server's and a client's socket calls, with the segments between them (ch. 1)
+    call_sequence(**WRITE_WRITE_READ)    the same for a write, write, read stall: Nagle and delayed ACKs (ch. 9)
     record_interest()                    ``Watched`` sockets: an epoll's interest list from /proc, and what poll() said
     epoll_at_work(watched)               that drawn: the program, the kernel's lists, the sockets (ch. 4)
     record_triggers(arrivals, polls)     a ``TriggerRun``: what level- and edge-triggered epoll reported, poll by poll
@@ -121,23 +122,38 @@ SEGMENTS = (
 AFTERWARDS = {"server": "closed first: TIME_WAIT, then CLOSED", "client": "CLOSED"}
 """Where each side ends: the side that closes first keeps the connection in TIME_WAIT (chapter 1 shows it)."""
 
+WRITE_WRITE_READ = {
+    "calls": (("client", "send(head)", 0, 0), ("server", "recv()", 0, 1), ("client", "send(body)", 1, 1),
+              ("client", "recv()", 2, 8), ("server", "recv()", 2, 6), ("server", "send(answer)", 7, 7)),
+    "segments": (("client", "head", 0), ("server", "ACK, when the timer fires", 4), ("client", "body", 5),
+                 ("server", "answer", 7)),
+    "notes": (("client", "Nagle's algorithm:\nthe body waits for\nthe head's ACK", 1, 5),
+              ("server", "delayed ACK:\nno answer to carry\nit yet, a timer runs", 1, 4)),
+    "afterwards": {"client": "with TCP_NODELAY, the body\nwould leave at once"},
+}
+"""Chapter 9's stall, as ``call_sequence`` arguments: a client writes a request in two pieces, then reads."""
 
-def call_sequence(*, calls=CALLS, segments=SEGMENTS, afterwards=AFTERWARDS, width=WIDTH):
+
+def call_sequence(*, calls=CALLS, segments=SEGMENTS, afterwards=AFTERWARDS, notes=(), width=WIDTH):
     """Draw a server's and a client's socket calls down two lifelines, with the segments between; a ``Figure``.
 
     *calls* are ``(side, call, step made, step returned)``: a call that
     blocks is a thick bar from the one step to the other. *segments* are
     ``(sender, label, step)`` arrows from one lifeline to the other, arriving
-    a step later. *afterwards* says where each side ends. Steps are rows,
-    time runs down. Raises ``ValueError`` for a side other than 'server' or
-    'client'.
+    a step later. *afterwards* says where each side ends. *notes* are
+    ``(side, text, first step, last step)``: what that side's kernel does
+    meanwhile, written between the lifelines beside a dashed bracket (keep
+    their lines short: both sides' notes may share the middle). Steps are
+    rows, time runs down. Raises ``ValueError`` for a side other than
+    'server' or 'client'.
     """
     sides = {"server": width * 0.30, "client": width * 0.70}
-    unknown = {side for side, *_ in (*calls, *segments)} - sides.keys()
+    unknown = {side for side, *_ in (*calls, *segments, *notes)} - sides.keys()
     if unknown:
         raise ValueError(f"a call or segment on a side that is neither 'server' nor 'client': {sorted(unknown)}")
     step_height, top = 0.3, 0.75
-    steps = 1 + max([returned for *_, returned in calls] + [step + 1 for *_, step in segments])
+    steps = 1 + max([returned for *_, returned in calls] + [step + 1 for *_, step in segments]
+                    + [last for *_, last in notes])
     height = top + step_height * steps + 0.55
     figure, axes = _canvas(height, width)
 
@@ -170,6 +186,11 @@ def call_sequence(*, calls=CALLS, segments=SEGMENTS, afterwards=AFTERWARDS, widt
         middle = ((start + end) / 2, (y(step) + y(step + 1)) / 2)
         axes.text(*middle, label, ha="center", va="bottom", fontsize=8,
                   bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})
+    for side, text, first, last in notes:
+        x = sides[side] - outward[side] * 0.12  # inward, where the arrows are not while the kernel waits
+        axes.plot([x, x], [y(first), y(last)], color="0.55", linewidth=1, linestyle=(0, (3, 2)))
+        axes.text(x - outward[side] * 0.08, (y(first) + y(last)) / 2, text, ha="left" if outward[side] < 0 else "right",
+                  va="center", fontsize=8, color="0.3", style="italic")
     axes.text(width / 2, height - 0.12, "time runs down; a thick bar: the call waits in the kernel; "
               "●: called, ○: returned", ha="center", va="bottom", fontsize=7.5, color="0.4")
     _show_in_notebooks()
