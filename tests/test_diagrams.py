@@ -95,6 +95,28 @@ def test_the_kernel_holds_every_registration_with_err_and_hup_added_and_poll_ret
                      "connection, its client closed": IN}, f"poll() returned {ready}"
 
 
+# -- select, poll and epoll ----------------------------------------------------------------------------------
+
+
+@pytest.mark.quick
+def test_the_three_waits_show_every_socket_asked_by_select_and_poll_and_only_the_ready_one_by_epoll(tmp_path):
+    figure = diagrams.wait_calls(descriptors=10, ready=(3,))
+    texts = texts_of(figure)
+    missing = [call for call, *_ in diagrams.WAITS if call not in texts]
+    assert not missing, f"the calls {missing} are not named"
+    assert texts.count("?") == 10 + 10 + 1, f"select and poll ask all 10 sockets, epoll the ready one: {texts}"
+    ready = [patch for patch in figure.axes[0].patches if patch.get_gid() == "ready"]
+    assert len(ready) == 3, f"the ready socket in each of the 3 rows: {len(ready)}"
+    assert len(arrows_of(figure)) == 6, "a call and its answer per row"
+    assert saves_as_png(figure, tmp_path)
+
+
+@pytest.mark.quick
+def test_a_ready_socket_outside_the_drawn_ones_is_refused():
+    with pytest.raises(ValueError, match=r"\[12\] must be among 0..9"):
+        diagrams.wait_calls(descriptors=10, ready=(12,))
+
+
 # -- level- against edge-triggered -------------------------------------------------------------------------
 
 

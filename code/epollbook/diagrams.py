@@ -5,6 +5,7 @@
     record_interest()                    ``Watched`` sockets: an epoll's interest list from /proc, and what poll() said
     epoll_at_work(watched)               that drawn: the program, the kernel's lists, the sockets (ch. 4)
     record_triggers(arrivals, polls)     a ``TriggerRun``: what level- and edge-triggered epoll reported, poll by poll
+    wait_calls()                         what one wait of select, poll and epoll hands the kernel (ch. 10)
     trigger_timelines(run)               that run drawn: bytes waiting, and the polls that reported them (ch. 5)
     record_connection()                  ``Moment`` s: a connection's TCP states and epoll's events, step by step
     connection_states(moments)           those moments drawn: both ends' states, the segments, the events (ch. 6)
@@ -308,6 +309,63 @@ def epoll_at_work(watched=None, *, width=WIDTH):
     _arrow(axes, (kernel_x - 1.08, poll_y), (program_x + 0.97, poll_y), _COLOURS["server"])
     axes.text(width / 2, height - 0.12, "read from the kernel just now; (+ERR HUP): events the kernel adds to every "
               "registration; a filled socket: ready", ha="center", va="bottom", fontsize=7, color="0.4")
+    _show_in_notebooks()
+    return figure
+
+
+# -- 2b. what one wait asks of the kernel: select, poll, epoll -------------------------------------------------
+
+WAITS = (
+    # (the call, what the program hands the kernel, what the kernel does, what comes back, kept in the kernel)
+    ("select(rlist, wlist, xlist)", "every call: the whole list,\nas bitmaps up to the highest fd",
+     "asks every socket\n\"are you ready?\"", "the bitmaps back, ready ones marked", False),
+    ("poll.poll()", "every call: the whole list,\nan entry per descriptor",
+     "asks every socket\n\"are you ready?\"", "the whole list, ready ones marked", False),
+    ("epoll.poll()", "nothing but room for the answer:\nthe list lives in the kernel,\nchanged by epoll_ctl()",
+     "each socket puts\nitself on a ready\nlist as it becomes\nready", "only the ready ones", True),
+)
+"""The three ways of waiting chapter 10 measures, as rows of ``wait_calls``'s picture."""
+
+
+def wait_calls(descriptors=12, ready=(7,), *, waits=WAITS, width=WIDTH):
+    """Draw what one wait of select, poll and epoll hands the kernel and gets back; return the ``Figure``.
+
+    A row per entry of *waits* (``WAITS``): the call, what crosses into the
+    kernel, *descriptors* sockets as squares (those numbered in *ready*
+    filled), what the kernel looks at (every square, or only the ready
+    ones) and what comes back. Raises ``ValueError`` if a ready number is
+    not one of the descriptors.
+    """
+    if not set(ready) <= set(range(descriptors)):
+        raise ValueError(f"ready descriptors {sorted(ready)} must be among 0..{descriptors - 1}")
+    row, top = 1.05, 0.55
+    height = top + row * len(waits) + 0.35
+    figure, axes = _canvas(height, width)
+    program_x, kernel_left, square = 0.1, 3.55, 0.22
+    axes.text(program_x, 0.3, "one wait, from the program", ha="left", fontsize=9.5, weight="bold")
+    axes.text(kernel_left, 0.3, "into the kernel, and back", ha="left", fontsize=9.5, weight="bold")
+    for number, (call, handed, work, back, kept) in enumerate(waits):
+        middle = top + row * (number + 0.5)
+        if number:
+            axes.plot([0.1, width - 0.1], [middle - row / 2] * 2, color="0.85", linewidth=0.8)
+        axes.text(program_x, middle - 0.22, call, ha="left", va="center", fontsize=9.5, family="monospace",
+                  weight="bold")
+        axes.text(program_x, middle + 0.12, handed, ha="left", va="center", fontsize=8, color="0.25")
+        colour = "tab:blue" if kept else "tab:red"
+        _arrow(axes, (2.45, middle - 0.12), (kernel_left - 0.05, middle - 0.12), colour,
+               width=0.8 if kept else 2.5)
+        for place in range(descriptors):
+            x = kernel_left + place * (square + 0.04)
+            is_ready = place in ready
+            axes.add_patch(FancyBboxPatch((x, middle - 0.22), square, square, boxstyle="square,pad=0",
+                                          facecolor=colour if is_ready else "white", edgecolor="0.4",
+                                          alpha=0.8 if is_ready else 1.0, gid="ready" if is_ready else "idle"))
+            if not kept or is_ready:  # what the kernel looks at during this wait
+                axes.text(x + square / 2, middle - 0.27, "?", ha="center", va="bottom", fontsize=7, color=colour)
+        right = kernel_left + descriptors * (square + 0.04)
+        axes.text(right + 0.1, middle - 0.11, work, ha="left", va="center", fontsize=7.5, color="0.25")
+        _arrow(axes, (kernel_left - 0.05, middle + 0.22), (2.45, middle + 0.22), colour, width=0.8 if kept else 2.5)
+        axes.text(kernel_left, middle + 0.22, back, ha="left", va="center", fontsize=8, color=colour)
     _show_in_notebooks()
     return figure
 
