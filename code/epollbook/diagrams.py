@@ -4,8 +4,8 @@
     call_sequence(**WRITE_WRITE_READ)    the same for a write, write, read stall: Nagle and delayed ACKs (ch. 9)
     record_interest()                    ``Watched`` sockets: an epoll's interest list from /proc, and what poll() said
     epoll_at_work(watched)               that drawn: the program, the kernel's lists, the sockets (ch. 4)
-    record_triggers(arrivals, polls)     a ``TriggerRun``: what level- and edge-triggered epoll reported, poll by poll
     wait_calls()                         what one wait of select, poll and epoll hands the kernel (ch. 10)
+    record_triggers(arrivals, polls)     a ``TriggerRun``: what level- and edge-triggered epoll reported, poll by poll
     trigger_timelines(run)               that run drawn: bytes waiting, and the polls that reported them (ch. 5)
     record_connection()                  ``Moment`` s: a connection's TCP states and epoll's events, step by step
     connection_states(moments)           those moments drawn: both ends' states, the segments, the events (ch. 6)
@@ -313,7 +313,7 @@ def epoll_at_work(watched=None, *, width=WIDTH):
     return figure
 
 
-# -- 2b. what one wait asks of the kernel: select, poll, epoll -------------------------------------------------
+# -- 3. what one wait asks of the kernel: select, poll, epoll ------------------------------------------------
 
 WAITS = (
     # (the call, what the program hands the kernel, what the kernel does, what comes back, kept in the kernel)
@@ -370,7 +370,7 @@ def wait_calls(descriptors=12, ready=(7,), *, waits=WAITS, width=WIDTH):
     return figure
 
 
-# -- 3. level- against edge-triggered, recorded --------------------------------------------------------------
+# -- 4. level- against edge-triggered, recorded --------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -490,7 +490,7 @@ def trigger_timelines(run=None, *, width=WIDTH):
     return figure
 
 
-# -- 4. a connection's life, recorded ------------------------------------------------------------------------
+# -- 5. a connection's life, recorded ------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
@@ -707,7 +707,7 @@ def connection_states(moments=None, *, width=WIDTH):
     return figure
 
 
-# -- 5. the listen queue -------------------------------------------------------------------------------------
+# -- 6. the listen queue -------------------------------------------------------------------------------------
 
 
 def listen_queue(fill, retransmissions=(), *, width=WIDTH):
