@@ -307,7 +307,7 @@ def epoll_at_work(watched=None, *, width=WIDTH):
     _box(axes, program_x, poll_y, 1.9, 0.42, "events = epoll.poll()\nonly the ready ones", _COLOURS["server"],
          size=7.5)
     _arrow(axes, (kernel_x - 1.08, poll_y), (program_x + 0.97, poll_y), _COLOURS["server"])
-    axes.text(width / 2, height - 0.12, "read from the kernel just now; (+ERR HUP): events the kernel adds to every "
+    axes.text(width / 2, height - 0.12, "recorded live; (+ERR HUP): events the kernel adds to every "
               "registration; a filled socket: ready", ha="center", va="bottom", fontsize=7, color="0.4")
     _show_in_notebooks()
     return figure
@@ -700,8 +700,8 @@ def connection_states(moments=None, *, width=WIDTH):
         axes.text(columns["events"], middle, _wrap(f"{moment.watched}: {moment.names}", "|", line), ha="left",
                   va="center", fontsize=8, family="monospace", color=_event_colour(moment))
         y += row_height
-    axes.text(width / 2, height - 0.12, "measured on this machine: states from the kernel after each step, events "
-              "from epoll.poll(); grey 'via': passed through too fast to catch", ha="center", va="bottom",
+    axes.text(width / 2, height - 0.12, "recorded live: states from the kernel after each step, events from "
+              "epoll.poll(); grey 'via': passed through too fast to catch", ha="center", va="bottom",
               fontsize=7, color="0.4")
     _show_in_notebooks()
     return figure
