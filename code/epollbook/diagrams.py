@@ -217,7 +217,8 @@ def record_interest(window=0.05):
 
     A listener with a client in its queue, a connection whose request has
     arrived, an idle one, one registered for ``EPOLLOUT`` (its answer to
-    send), one whose client has closed. Returns a list of ``Watched``: the
+    send), one whose client has closed: each situation is waited for (up to
+    5 s) before anything is registered. Returns a list of ``Watched``: the
     interest list as ``/proc/self/fdinfo`` shows it, and what one
     ``poll(window)`` returned, in the order registered. Closes everything.
     """
@@ -237,6 +238,8 @@ def record_interest(window=0.05):
                       (idle, "connection, idle", select.EPOLLIN),
                       (answering, "connection, an answer to send", select.EPOLLOUT),
                       (closed, "connection, its client closed", select.EPOLLIN)]
+        for sock in (listener, request_end, closed):  # loopback delivers at once, but a busy machine may lag
+            clients.wait_readable(sock, 5.0)
         epoll = stack.enter_context(select.epoll())
         for sock, _, mask in situations:
             epoll.register(sock.fileno(), mask)
