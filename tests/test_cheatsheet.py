@@ -13,6 +13,7 @@ import itertools
 import os
 import re
 import select
+import socket
 
 import pytest
 from markdown_it import MarkdownIt
@@ -220,7 +221,7 @@ def test_every_error_in_the_outcomes_is_a_real_errno_or_a_return_value():
 @quick
 def test_the_outcomes_cover_every_call_the_brief_names():
     calls = {outcome.call.split("(")[0] for outcome in cheatsheet.OUTCOMES}
-    missing = {"accept", "recv", "send", "connect_ex"} - calls
+    missing = {"accept", "recv", "send", "connect"} - calls
     assert not missing, f"the outcomes table says nothing of {missing}"
     table = cheatsheet.outcomes_table()
     for shown in ("`b''`", "BlockingIOError", "ConnectionResetError", "BrokenPipeError", "EMFILE", "ECONNABORTED",
@@ -288,6 +289,21 @@ def test_a_socket_reports_what_the_cheat_sheet_says_and_nothing_leaks():
         f"bytes and an urgent byte waiting showed {cheatsheet.mask_names(reported.everything)}: not IN, PRI and OUT"
     assert not reported.never & reported.everything and not reported.never & select.EPOLLRDHUP, \
         f"never={cheatsheet.mask_names(reported.never)} overlaps what was reported, or holds RDHUP"
+
+
+def test_what_the_outcomes_say_of_accept_and_connect_is_what_the_kernel_does():
+    with socket.create_server(("127.0.0.1", 0)) as listener, socket.socket() as client:
+        listener.setblocking(False)
+        client.setblocking(False)
+        with pytest.raises(BlockingIOError) as connecting:
+            client.connect(listener.getsockname())
+        assert connecting.value.errno == errno.EINPROGRESS, f"a non-blocking connect() raised {connecting.value!r}"
+        select.select([listener], [], [], 5.0)
+        conn, _ = listener.accept()
+        with conn:
+            assert conn.getblocking(), "a socket accepted from a non-blocking listener is non-blocking here"
+    said = {(outcome.call, outcome.outcome): outcome.means for outcome in cheatsheet.OUTCOMES}
+    assert "*blocking*" in said["accept()", "(conn, address)"] and ("connect(addr)", "EINPROGRESS") in said
 
 
 # -- the glossary -------------------------------------------------------------------------------------------------
