@@ -16,6 +16,7 @@ BENCH_DIR ?= _build/bench
 
 help:
 	@echo "make book    build the HTML book, every notebook executed -> _build/html/index.html"
+	@echo "             (a notebook whose code cells are unchanged keeps its outputs; FRESH=1 runs them all again)"
 	@echo "make test    run the whole test suite (what CI runs)"
 	@echo "make quick   the quick tier: unit tests of the pure parts, in seconds"
 	@echo "make lint    ruff on the package, the tests and the notebooks"
@@ -35,7 +36,21 @@ $(INSTALLED): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	touch $@
 
-book: $(INSTALLED)
+# Jupyter Book keeps each notebook's outputs in its execution cache and runs a notebook again only when its
+# code cells change. Neither it nor Sphinx (which re-reads only changed pages) sees the package the notebooks
+# import: when the package or the environment changes, or on FRESH=1, the cache and Sphinx's saved pages go,
+# and every notebook runs again.
+EXECUTION_CACHE := _build/.jupyter_cache
+FORGET_OUTPUTS := rm -rf $(EXECUTION_CACHE) _build/.doctrees
+PACKAGE_FILES := $(shell find code/epollbook -name __pycache__ -prune -o -type f -print)
+MEASURED_WITH := _build/.outputs-measured-with-this-package
+
+$(MEASURED_WITH): $(INSTALLED) $(PACKAGE_FILES)
+	$(FORGET_OUTPUTS)
+	@mkdir -p $(@D) && touch $@
+
+book: $(INSTALLED) $(MEASURED_WITH)
+	$(if $(FRESH),$(FORGET_OUTPUTS))
 	$(BIN)/jupyter-book build . -W -n --keep-going
 	@echo
 	@echo "The book is built: open _build/html/index.html, or run 'make serve'."
