@@ -10,6 +10,7 @@ PORT ?= 8000
 PYTEST_WORKERS ?= 2
 STUDENT_DIR ?= dist/student
 AUTOGRADED_DIR ?= dist/autograded
+JOBS ?=  # students graded at a time by make autograde; empty: one per core
 BENCH_DIR ?= _build/bench
 
 .PHONY: help book test quick lint serve lab student autograde bench clean clean-all
@@ -23,7 +24,7 @@ help:
 	@echo "make serve   serve the built book on http://$(HOST):$(PORT)/"
 	@echo "make lab     open the notebooks in JupyterLab"
 	@echo "make student                     the exercises as handed out: $(STUDENT_DIR)/"
-	@echo "make autograde SUBMISSIONS=DIR   grade one folder per student -> $(AUTOGRADED_DIR)/grades.csv"
+	@echo "make autograde SUBMISSIONS=DIR   grade one folder per student -> $(AUTOGRADED_DIR)/grades.csv [JOBS=N at a time]"
 	@echo "make bench   the full performance runs (minutes) -> $(BENCH_DIR)/*.json and *.png"
 	@echo "make clean   remove builds (make clean-all: the virtual environment too)"
 
@@ -55,10 +56,11 @@ book: $(INSTALLED) $(MEASURED_WITH)
 	@echo
 	@echo "The book is built: open _build/html/index.html, or run 'make serve'."
 
-# --dist loadfile: a module's tests share one worker, so its module-wide fixtures (one book
-# build, one grading run) are made once.
+# --dist loadgroup with the groups tests/conftest.py gives: a module's tests share one worker, so its
+# module-wide fixtures (one book build, one grading run) are made once; the notebooks run just before the
+# book build, on its worker, so the build shows their outputs instead of running each notebook again.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # For the edit-run loop: no server, no notebook, no build.
 quick: $(INSTALLED)
@@ -89,7 +91,7 @@ student: $(INSTALLED)
 
 autograde: $(INSTALLED)
 	@test -n "$(SUBMISSIONS)" || { echo "Say where the submissions are: make autograde SUBMISSIONS=DIR (one folder per student inside)."; exit 2; }
-	$(BIN)/python -m epollbook.classroom autograde "$(SUBMISSIONS)" --book book --out "$(AUTOGRADED_DIR)"
+	$(BIN)/python -m epollbook.classroom autograde "$(SUBMISSIONS)" --book book --out "$(AUTOGRADED_DIR)" $(if $(JOBS),--jobs $(JOBS))
 
 clean:
 	rm -rf _build dist .pytest_cache

@@ -3,7 +3,8 @@
 The sentence for each kind of failed check, a student's feedback page, the
 teacher's exercise table, the notes on an odd notebook handed back (built in
 memory), the student version's requirements, the one-line answer to a book
-folder without chapters, and the one definition of chapter and exercise.
+folder without chapters, the one definition of chapter and exercise, which
+cells grading runs, and the teacher's guide chapter by chapter.
 """
 
 import pathlib
@@ -15,9 +16,21 @@ from epollbook import exercises as book_exercises
 from epollbook.classroom import CELL_TIME_LIMIT, Grade
 from epollbook.classroom.__main__ import main
 from epollbook.classroom.autograder import oddities
-from epollbook.classroom.course import find_book
-from epollbook.classroom.feedback import exercise_markdown, feedback_page, sentence
+from epollbook.classroom.course import MEMORY, find_book
+from epollbook.classroom.execution import GradingExecute
+from epollbook.classroom.feedback import (
+    KERNEL_DIED,
+    KERNEL_STUCK,
+    OUT_OF_MEMORY,
+    OUTPUT_LIMIT,
+    exercise_markdown,
+    feedback_page,
+    sentence,
+)
+from epollbook.classroom.guide import chapter_markdown, mistake_name
+from epollbook.classroom.needed import cells_to_run
 from epollbook.classroom.student import runtime_requirements
+from notebooks import BOOK, CHAPTERS
 
 pytestmark = pytest.mark.quick
 
@@ -184,3 +197,92 @@ def test_an_exercise_is_an_answer_cell_with_its_check(tmp_path):
         ("01-x", "f", 3, "return one", 5)
     assert first.solution.source == answer.source and first.check.source == "check(f)"
     assert (second.grade_id, second.check, second.points, second.objective, second.minutes) == ("g", None, 0, "", 0)
+
+
+# -- which cells grading runs ------------------------------------------------------
+
+def run(*sources, roots):
+    return cells_to_run(list(sources), roots)
+
+
+def test_an_exercise_needs_the_cells_that_define_what_it_uses_and_no_experiment():
+    sources = ["import os\nfrom epollbook.launch import serve", "server = serve('example3')\nprint(server)",
+               "def helper(x):\n    return x + 1", None, "def answer(x):\n    return helper(x)",
+               "check(answer)", "print(server.pid)"]
+    assert run(*sources, roots=[4, 5]) == [2, 4, 5], "check is not defined anywhere: nothing pulled in for it"
+    assert run(*sources, roots=[6]) == [0, 1, 6]
+
+
+def test_a_name_used_only_inside_a_function_still_counts_and_locals_do_not():
+    sources = ["RESPONSE = b'hi'", "server = 1", "def answer(conn):\n    server = conn\n    return RESPONSE"]
+    assert run(*sources, roots=[2]) == [0, 2], "a function's own local 'server' pulled in the global one"
+
+
+def test_every_earlier_binding_counts_and_changes_in_place_too():
+    sources = ["import os\nsteps = []", "steps.append(os.getpid())", "os.getpid()", "if True:\n    steps = [1]",
+               "print(steps)"]
+    assert run(*sources, roots=[4]) == [0, 1, 3, 4], "a call on a module counted as a change, or one was missed"
+
+
+def test_cells_that_cannot_be_read_by_name_run_with_everything_before_them():
+    sources = ["a = 1", "b = 2", "exec('c = a + b')", "print(c)"]
+    assert run(*sources, roots=[3]) == [0, 1, 2, 3], "exec() can define anything: it must run, with all it reads"
+    assert run("a = 1", "from os import *", "print(getcwd())", roots=[2]) == [0, 1, 2]
+    assert run("a = 1", "not python (", "print(2)", roots=[2]) == [0, 1, 2]
+
+
+def test_globals_looked_up_by_a_literal_name_count_as_that_name():
+    sources = ["spare = 1", "other = 2", "if 'spare' not in globals():\n    spare = 3\nprint(spare)"]
+    assert run(*sources, roots=[2]) == [0, 2], "'spare' in globals() reads spare, and nothing else"
+    assert run("a = 1", "print(globals()[name])", roots=[1]) == [0, 1]
+
+
+def test_a_magic_or_shell_line_can_do_anything_so_its_cell_runs_with_all_before_it():
+    assert run("x = 1", "%time y = x", "print(y)", roots=[2]) == [0, 1, 2]
+    assert run("x = 1", "!ls", "z = 2", "print(z)", roots=[3]) == [0, 1, 2, 3]
+    assert run("x = 1", "z = 2", "print(z)", "!ls", roots=[2]) == [1, 2], "a later magic cell was pulled in"
+
+
+# -- the words for a cell the grader had to stop ----------------------------------------
+
+@pytest.mark.parametrize("ename", [KERNEL_DIED, OUTPUT_LIMIT, KERNEL_STUCK, OUT_OF_MEMORY])
+def test_the_graders_own_errors_are_told_in_their_own_words(ename):
+    said = "the kernel running this notebook ended during this cell"
+    assert sentence(error(ename, said)) == said
+
+
+# -- the teacher's guide, chapter by chapter ------------------------------------------------
+
+def test_a_wrong_answers_name_reads_as_words_with_constants_in_capitals():
+    assert mistake_name("keeps_epollout_once_asked") == "keeps EPOLLOUT once asked"
+    assert mistake_name("AnswersInConnectionLost") == "answers in connection lost"
+
+
+def test_a_chapters_guide_lists_each_exercises_mistakes_from_its_checks_table():
+    first = exercise("01-one-request", "make-response", 2, 10, "count bytes")
+    first.check = nbformat.v4.new_code_cell("check_make_response(make_response)")
+    second = exercise("01-one-request", "open-listener", 2, 15, "reuse the address")
+    second.check = nbformat.v4.new_code_cell("check_open_listener(open_listener)")
+    wrong = [("check_make_response", "counts_characters", False, "count bytes, not characters"),
+             ("check_make_response", "returns_text", True, "should return bytes"),
+             ("check_make_response_twice", "unrelated", False, "not this exercise's")]
+    text = chapter_markdown([first, second], wrong)
+    assert "**`make-response`** (2 points, about 10 minutes): count bytes." in text, text
+    assert "- counts characters: `count bytes, not characters`\n" in text, text
+    assert "- returns text: `should return bytes` *(hidden)*" in text and "unrelated" not in text, text
+    assert "No mistakes are tabled for this check yet." in text.split("open-listener")[1], text
+    assert text.endswith("In all: 2 exercises, 4 points, about 25 minutes."), text
+    assert "(The table of mistakes is in the book's repository" in chapter_markdown([first], None)
+
+
+def test_the_guide_names_every_chapter_by_its_title_and_the_graders_limits_as_configured():
+    guide = nbformat.read(BOOK / "teachers-guide.ipynb", as_version=4)
+    text = "\n".join(cell.source for cell in guide.cells)
+    headings = [line[4:] for line in text.splitlines() if line.startswith("### ")]
+    titles = [nbformat.read(path, as_version=4).cells[0].source.splitlines()[0][2:] for path in CHAPTERS]
+    assert headings == titles, f"the guide's chapter headings are not the chapters' titles: {headings}"
+    calls = [cell.source for cell in guide.cells if cell.source.startswith("chapter_guide(")]
+    assert calls == [f"chapter_guide({number})" for number in range(1, len(CHAPTERS) + 1)], calls
+    assert f"may map {MEMORY >> 30} GiB" in text, "the guide's memory limit is not the grader's"
+    assert f"may print {GradingExecute.output_limit.default_value:,} characters" in text, \
+        "the guide's output limit is not the grader's"

@@ -1,31 +1,47 @@
 """The autograder: every student's notebooks run with the visible and hidden checks, by nbgrader.
 
-    autograde(submissions, out, book) -> Path of grades.csv
+    autograde(submissions, out, book, jobs=None, skip_unneeded=True, memory=MEMORY) -> Path of grades.csv
 
 *submissions* holds one folder per student with that student's notebooks as
 handed back (directly, or in a subfolder). The notebooks are copied into a
 fresh course folder under *out* as nbgrader expects them, with a note for each
-oddity (a notebook missing or unreadable, cells deleted or moved), and
-``nbgrader autograde`` runs them all. Every process started while grading
-carries a mark in its environment (``GRADING_TAG``), and whatever a student's
-code left running is killed when grading ends.
+oddity (a notebook missing or unreadable, cells deleted or moved).
+
+Students are graded in parallel, *jobs* at a time (default: one per core this
+process may use): one ``nbgrader autograde --student`` each, each with its own
+copy of the gradebook (SQLite takes one writer at a time, and a student's run
+must not wait on another's), merged into the course's ``gradebook.db`` at the
+end, so that nbgrader's own tools see the whole class. Within a notebook only
+the cells grading needs run, unless *skip_unneeded* is False; a cell that ends
+its kernel, prints without end or fills its kernel's *memory* costs that cell
+only (``epollbook.classroom.execution``). A student whose grading fails
+altogether (nbgrader itself ended) gets a note saying so, and the others
+their grades.
+
+Every process started while grading a student carries a mark in its
+environment (``GRADING_TAG``), and whatever that student's code left running
+is killed as soon as that student is graded.
 
 *out* receives ``grades.csv`` (one row per student per exercise) and
 ``feedback/STUDENT.md`` (what each failed check expected and what happened).
 """
 
+import concurrent.futures
 import csv
 import dataclasses
 import os
 import pathlib
+import shutil
 import signal
 import time
 import uuid
+import warnings
 
 import nbformat
 
 from epollbook.classroom.course import (
     ASSIGNMENT,
+    MEMORY,
     ClassroomError,
     chapters_of,
     find_book,
@@ -37,6 +53,7 @@ from epollbook.classroom.feedback import feedback_page, sentence
 from epollbook.exercises import CHECK_SUFFIX, grading
 
 GRADING_TAG = "EPOLLBOOK_GRADING_TAG"
+MEMORY_FLOOR = 512 << 20  # below this, a chapter's own kernel (its libraries, its threads' stacks) may not start
 
 
 @dataclasses.dataclass
@@ -51,31 +68,44 @@ class Grade:
     feedback: str  # one sentence if points were lost; "" if not
 
 
-def autograde(submissions, out, book=None):
+def autograde(submissions, out, book=None, jobs=None, skip_unneeded=True, memory=MEMORY):
     """Grade every student folder in *submissions* against the chapters in *book*; write into *out*.
 
-    Returns the path of ``grades.csv``. Raises ``ClassroomError`` if
-    *submissions* is not a folder of student folders, if *book* has no
-    chapters, if *out* holds files this package did not write, or if nbgrader
-    fails.
+    *jobs* students are graded at a time (default: the cores this process may
+    use); *skip_unneeded* runs only the cells grading needs; *memory* is each
+    grading kernel's limit in bytes. Returns the path of ``grades.csv``.
+    Raises ``ClassroomError`` if *submissions* is not a folder of student
+    folders, if *book* has no chapters, if *out* holds files this package did
+    not write, if *jobs* is not a positive number, or if nbgrader cannot make
+    the assignment.
     """
     submissions, out = pathlib.Path(submissions).resolve(), pathlib.Path(out).resolve()
     if not submissions.is_dir():
         raise ClassroomError(f"{submissions} is not a folder: give SUBMISSIONS=DIR, one folder per student inside")
+    jobs = default_jobs() if jobs is None else jobs
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ClassroomError(f"jobs must be a whole number of students at a time, at least 1; got {jobs!r}")
+    if memory < MEMORY_FLOOR:
+        raise ClassroomError(f"a grading kernel needs at least {MEMORY_FLOOR >> 20} MiB; got {memory >> 20} MiB")
     students = _students(submissions)
     book = find_book(book)
     chapters_of(book)  # a missing book is said before anything is written
     fresh_folder(out)
-    course = prepare_course(out / "course", book)
+    course = prepare_course(out / "course", book, memory=memory)
     expected = {path.stem: path for path in (course / "release" / ASSIGNMENT).glob("*.ipynb")}
     notes = {student.name: hand_in(student, course / "submitted" / student.name / ASSIGNMENT, expected)
              for student in students}
 
-    tag = uuid.uuid4().hex
-    try:
-        run_nbgrader(course, "autograde", ASSIGNMENT, "--force", env={**os.environ, GRADING_TAG: tag})
-    finally:
-        kill_tagged(tag)
+    for folder in ("gradebooks", "logs"):
+        (course / folder).mkdir()
+    for student in students:  # each run starts from the gradebook as generate_assignment left it
+        shutil.copy(course / "gradebook.db", course / "gradebooks" / f"{student.name}.db")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        failures = pool.map(lambda student: grade_student(course, student.name, skip_unneeded), students)
+        for student, failure in zip(students, list(failures), strict=True):
+            if failure:
+                notes[student.name].append(failure)
+    merge_gradebooks(course, [student.name for student in students])
 
     rows = _grades(course, [student.name for student in students], list(expected))
     grades = out / "grades.csv"
@@ -91,6 +121,59 @@ def autograde(submissions, out, book=None):
         mine = [row for row in rows if row.student == student.name]
         (feedback / f"{student.name}.md").write_text(feedback_page(student.name, mine, notes[student.name]))
     return grades
+
+
+def default_jobs():
+    """How many students to grade at a time: one per core this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def grade_student(course, student, skip_unneeded=True):
+    """Run ``nbgrader autograde`` for *student* alone, on that student's gradebook, then kill what it left running.
+
+    Returns "" if nbgrader finished, else one sentence for the student's
+    feedback (the end of nbgrader's log is in *course*/logs/STUDENT.log).
+    """
+    tag = uuid.uuid4().hex
+    gradebook = course / "gradebooks" / f"{student}.db"
+    try:
+        run_nbgrader(course, "autograde", ASSIGNMENT, "--force", f"--student={student}",
+                     f"--CourseDirectory.db_url=sqlite:///{gradebook}",
+                     f"--GradingExecute.skip_unneeded={skip_unneeded}",
+                     env={**os.environ, GRADING_TAG: tag}, log=course / "logs" / f"{student}.log")
+    except ClassroomError:
+        return (f"grading stopped before the end (nbgrader failed; its log is logs/{student}.log in the course "
+                "folder): the notebooks not graded get 0 points.")
+    finally:
+        kill_tagged(tag)
+    return ""
+
+
+def merge_gradebooks(course, students):
+    """Copy each student's grades and comments from *course*/gradebooks/STUDENT.db into *course*/gradebook.db."""
+    import sqlalchemy.exc
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook(f"sqlite:///{course}/gradebook.db") as merged, warnings.catch_warnings():
+        # nbgrader's own add_submission makes SQLAlchemy warn about its autoflush; nothing is lost.
+        warnings.simplefilter("ignore", sqlalchemy.exc.SAWarning)
+        for student in students:
+            with Gradebook(f"sqlite:///{course}/gradebooks/{student}.db") as theirs:
+                try:
+                    submission = theirs.find_submission(ASSIGNMENT, student)
+                except MissingEntry:  # nbgrader ended before it recorded anything
+                    continue
+                merged.update_or_create_student(student)
+                merged.update_or_create_submission(ASSIGNMENT, student, timestamp=submission.timestamp)
+                for notebook in submission.notebooks:
+                    for grade in notebook.grades:
+                        mine = merged.find_grade(grade.name, notebook.name, ASSIGNMENT, student)
+                        mine.auto_score, mine.manual_score = grade.auto_score, grade.manual_score
+                        mine.extra_credit, mine.needs_manual_grade = grade.extra_credit, grade.needs_manual_grade
+                    for comment in notebook.comments:
+                        mine = merged.find_comment(comment.name, notebook.name, ASSIGNMENT, student)
+                        mine.auto_comment, mine.manual_comment = comment.auto_comment, comment.manual_comment
+                merged.db.commit()
 
 
 def _students(submissions):

@@ -7,11 +7,18 @@ words students and teachers read are tested on their own.
 from epollbook import exercises as book_exercises
 from epollbook.classroom.course import CELL_TIME_LIMIT, chapters_of, find_book
 
+# The errors the grader itself gives a cell whose kernel it had to replace (epollbook.classroom.execution);
+# their values are the sentence to show.
+KERNEL_DIED = "KernelDied"
+OUTPUT_LIMIT = "OutputLimitExceeded"
+KERNEL_STUCK = "KernelStuck"
+OUT_OF_MEMORY = "OutOfMemory"
+
 
 def sentence(error):
     """One sentence for a failed check cell, from its error output (a dict with ``ename`` and ``evalue``)."""
     name, value = error.get("ename", ""), (error.get("evalue") or "").strip()
-    if name == "CheckFailed":
+    if name in ("CheckFailed", KERNEL_DIED, OUTPUT_LIMIT, KERNEL_STUCK, OUT_OF_MEMORY):
         return value
     if name == "NameError":
         return (f"the check could not find your code ({value}): run your answer's cell before its check, "
