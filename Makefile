@@ -56,11 +56,11 @@ book: $(INSTALLED) $(MEASURED_WITH)
 	@echo
 	@echo "The book is built: open _build/html/index.html, or run 'make serve'."
 
-# --dist loadgroup with the groups tests/conftest.py gives: a module's tests share one worker, so its
-# module-wide fixtures (one book build, one grading run) are made once; the notebooks run just before the
-# book build, on its worker, so the build shows their outputs instead of running each notebook again.
+# --dist loadfile: a module's tests share one worker, so its module-wide fixtures (one book
+# build, one grading run) are made once. tests/conftest.py runs the notebooks just before the book
+# build, on its worker, so the build shows their outputs instead of running each notebook again.
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # For the edit-run loop: no server, no notebook, no build.
 quick: $(INSTALLED)

@@ -1,7 +1,20 @@
-"""Shared fixtures: whatever a test starts, no process of the book outlives the test session."""
+"""Shared fixtures: whatever a test starts, no process of the book outlives the test session.
+
+Also how `make test` spreads the modules over its workers (`--dist loadfile`):
+a module runs whole on one worker, so its module-wide fixtures (a book build,
+a grading run) are made once; and test_notebooks.py runs just before
+test_book.py, on the same worker, so the build finds every notebook already
+run in its execution cache instead of running them all a second time.
+"""
+
+import os
+import pathlib
 
 import psutil
 import pytest
+
+# Modules that run on one worker, in this order (the first fills the second's build folder).
+NOTEBOOKS_THEN_BUILD = ("test_notebooks", "test_book")
 
 
 def book_processes(root=None):
@@ -22,3 +35,49 @@ def no_server_outlives_the_session():
     yield
     left = book_processes()
     assert not left, f"servers still running after the tests: {[' '.join(p.cmdline()) for p in left]}"
+
+
+@pytest.fixture(scope="session")
+def book_build_folder(tmp_path_factory):
+    """The folder this test run builds the book into (`--path-output`), one for all xdist workers.
+
+    test_notebooks.py fills its execution cache; test_book.py's build reuses
+    what is there and runs the rest. A new folder every run, so nothing a
+    previous run measured is ever shown.
+    """
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # each worker has its own popen-gwN folder inside the run's one
+    folder = base / "book-build"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def pytest_collection_modifyitems(items):
+    """Put test_notebooks.py's tests just before test_book.py's, when both run."""
+    notebooks, build = NOTEBOOKS_THEN_BUILD
+    ran_first = [item for item in items if item.path.stem == notebooks]
+    others = [item for item in items if item.path.stem != notebooks]
+    build_at = next((index for index, item in enumerate(others) if item.path.stem == build), None)
+    if ran_first and build_at is not None:
+        items[:] = others[:build_at] + ran_first + others[build_at:]
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: absent when it is not loaded (make quick)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadfile`, give test_notebooks.py and test_book.py to one worker, in collection order.
+
+    (xdist's own `--dist loadgroup` would do it with marks, but with pytest 9
+    it no longer groups anything: it renames `item._nodeid`, which pytest 9's
+    node ids no longer read.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class NotebooksThenBuild(LoadFileScheduling):
+        def _split_scope(self, nodeid):
+            scope = super()._split_scope(nodeid)
+            return "+".join(NOTEBOOKS_THEN_BUILD) if pathlib.PurePath(scope).stem in NOTEBOOKS_THEN_BUILD else scope
+
+    return NotebooksThenBuild(config, log)
