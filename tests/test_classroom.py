@@ -6,8 +6,8 @@ in each notebook, and some who did what students do (deleted, moved and left
 cells, lost a notebook, left processes running). The grades and feedback are
 read back from what `make autograde` wrote, and from nbgrader's own gradebook.
 
-nbgrader runs every cell of every notebook handed in, one notebook after
-another, so the class is kept small: the student who solved everything hands
+Grading runs each notebook handed in (its exercises and the cells they
+need), so the class is kept small: the student who solved everything hands
 in every chapter (each chapter grades to full marks under real nbgrader), and
 the others hand in the first chapters only (SAMPLED), which is enough to show
 what their oddity does to a grade. A chapter not handed in is cheap: it gets

@@ -12,7 +12,9 @@ The tests grade a small class on two chapters (the first, and chapter 12,
 whose coroutine exercise awaits ``readable``, imported by an experiment's
 cell above it), with two students at a time: once running only what grading
 needs, once running every cell; the grades must be the same. A class with a hostile student must give everybody
-else the grades they earn, and that student's other exercises theirs.
+else the grades they earn, and that student's other exercises theirs. The
+grader's executor is also run alone on three-cell notebooks, to show each
+defence at work: the cell after the hostile one still sees the first.
 
 The class of 30 that the teacher's guide quotes is made by the same code:
 
@@ -21,6 +23,7 @@ The class of 30 that the teacher's guide quotes is made by the same code:
 
 import contextlib
 import csv
+import json
 import os
 import pathlib
 import random
@@ -242,6 +245,57 @@ def test_hostile_answers_leave_nothing_running_and_the_graded_notebook_small(hos
     assert not left, f"processes started while grading are still running: {left}"
     spammed = next((hostile_class / "course" / "autograded" / "student-03").rglob("01-*.ipynb"))
     assert spammed.stat().st_size < 2_000_000, f"the endless printer's notebook is {spammed.stat().st_size:,} bytes"
+
+
+# -- one notebook, run by the grader's executor alone -------------------------------------------
+
+def execute(*sources, memory=None, tmp_path=None, **options):
+    """Run a notebook of *sources* with ``GradingExecute`` (every cell); return its cells.
+
+    With *memory*, in the grading kernel limited to that many bytes (its spec
+    written under *tmp_path*).
+    """
+    from epollbook.classroom.course import KERNEL_NAME, kernel_spec
+    from epollbook.classroom.execution import GradingExecute
+
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in sources])
+    if memory is not None:
+        spec = tmp_path / "jupyter" / "kernels" / KERNEL_NAME / "kernel.json"
+        spec.parent.mkdir(parents=True)
+        spec.write_text(json.dumps(kernel_spec(memory)))
+        options.update(kernel_name=KERNEL_NAME, memory=memory)
+    with marked({"JUPYTER_PATH": str(tmp_path / "jupyter")} if memory is not None else {}):
+        GradingExecute(timeout=30, skip_unneeded=False, **options).preprocess(notebook, {})
+    return notebook.cells
+
+
+def errors(cell):
+    return [output["ename"] for output in cell.outputs if output.output_type == "error"]
+
+
+def printed(cell):
+    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
+
+
+def test_a_cell_that_ends_its_kernel_loses_only_itself_and_the_next_cells_run_in_a_new_one():
+    cells = execute("x = 41", "import os\nos._exit(3)", "print(x + 1)")
+    assert errors(cells[1]) == ["KernelDied"], cells[1].outputs
+    assert printed(cells[2]) == "42\n" and not errors(cells[2]), f"x was not defined again: {cells[2].outputs}"
+
+
+def test_a_cell_that_prints_without_end_is_cut_at_the_limit_and_stopped():
+    cells = execute("x = 41", "while True:\n    print('spam ' * 100)", "print(x + 1)", output_limit=50_000)
+    assert errors(cells[1]) == ["OutputLimitExceeded"], cells[1].outputs
+    assert printed(cells[1]).startswith("spam spam") and 40_000 < len(printed(cells[1])) < 51_000, \
+        f"{len(printed(cells[1]))} characters kept"
+    assert printed(cells[2]) == "42\n", cells[2].outputs
+
+
+def test_a_cell_that_fills_the_kernels_memory_meets_its_limit_and_the_next_cells_run(tmp_path):
+    cells = execute("x = 41", "hog = []\nwhile True:\n    hog.append(bytearray(1 << 26))", "print(x + 1)",
+                    memory=768 << 20, tmp_path=tmp_path)
+    assert errors(cells[1])[-1] in ("OutOfMemory", "KernelDied"), cells[1].outputs
+    assert printed(cells[2]) == "42\n", cells[2].outputs
 
 
 if __name__ == "__main__":

@@ -177,10 +177,13 @@ class GradingExecute(Execute):
     def _counted(self, msg):
         """Count *msg*'s output against the running cell's limit; False once past it.
 
-        Past the limit, the kernel is killed (the cell then ends as a lost
-        one): interrupting is not enough for a thread that prints.
+        The stream text that crosses the limit is cut at it and kept, so that
+        the student sees how their output began. Past the limit, the kernel is
+        killed (the cell then ends as a lost one): interrupting is not enough
+        for a thread that prints.
         """
         content = msg.get("content") or {}
+        left = self.output_limit - self._printed
         self._printed += len(content.get("text") or "") + sum(len(str(value))
                                                               for value in (content.get("data") or {}).values())
         if self._printed <= self.output_limit:
@@ -188,6 +191,9 @@ class GradingExecute(Execute):
         if not self._over_limit:
             self._over_limit = True
             self._killing = asyncio.ensure_future(ensure_async(self.km.signal_kernel(signal.SIGKILL)))
+            if left > 0 and content.get("text"):  # one message may carry everything printed in a fraction of a second
+                content["text"] = content["text"][:left] + "\n[... more output not kept]\n"
+                return True
         return False
 
 
