@@ -17,7 +17,11 @@ One module per job, so that a notebook cell reads like a sentence:
                   connection's TCP_INFO, the kernel's counters and settings;
 - ``show``      — the servers' source code, numbered, for the chapters;
 - ``trace``     — a server's own epoll events, recorded without touching its code,
-                  and ``plots``, which draws them (and the chapters' other pictures);
+                  and ``plots``, which draws them (and the chapters' measurements);
+- ``diagrams``  — the pictures the chapters open with, drawn at build time, most
+                  from what this kernel reports (a connection's states and events,
+                  level against edge triggering, an epoll instance at work);
+- ``cheatsheet`` — the cheat sheet's tables, each row linked to the section that shows it;
 - ``edges``, ``hangups`` — the experiments of chapters 5 and 6 (edge-triggered
                   epoll; how each way a connection ends shows at the server);
 - ``backlog``, ``cork``, ``nagle`` — the experiments of chapters 7-9 (the listen
