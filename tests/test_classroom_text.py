@@ -7,6 +7,7 @@ folder without chapters, the one definition of chapter and exercise, which
 cells grading runs, and the teacher's guide chapter by chapter.
 """
 
+import json
 import pathlib
 
 import nbformat
@@ -27,7 +28,7 @@ from epollbook.classroom.feedback import (
     feedback_page,
     sentence,
 )
-from epollbook.classroom.guide import chapter_markdown, mistake_name
+from epollbook.classroom.guide import CLASS_OF_30, chapter_markdown, class_grading_markdown, mistake_name
 from epollbook.classroom.needed import cells_to_run
 from epollbook.classroom.student import runtime_requirements
 from notebooks import BOOK, CHAPTERS
@@ -286,3 +287,13 @@ def test_the_guide_names_every_chapter_by_its_title_and_the_graders_limits_as_co
     assert f"may map {MEMORY >> 30} GiB" in text, "the guide's memory limit is not the grader's"
     assert f"may print {GradingExecute.output_limit.default_value:,} characters" in text, \
         "the guide's output limit is not the grader's"
+
+
+def test_the_saved_class_measurement_adds_up_and_its_sentence_says_where_and_when():
+    measured = json.loads(CLASS_OF_30.read_text())
+    assert sum(measured["answers"].values()) == measured["students"] * measured["exercises_per_student"], measured
+    assert measured["full_marks_for_solved"] == measured["answers"]["solved"] and measured["command"], measured
+    said = class_grading_markdown(measured)
+    assert said.startswith(f"Measured on {measured['measured'][:10]}, on a machine with 2 CPUs"), said
+    assert f"{measured['seconds'] / 60:.1f} minutes" in said and "load average" in said, said
+    assert str(measured["one_student_every_chapter"]["every_cell"]["seconds"]) in said, said

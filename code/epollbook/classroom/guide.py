@@ -12,11 +12,14 @@ so instead of listing mistakes.
 """
 
 import importlib.util
+import json
 import pathlib
 import re
 
 from epollbook import exercises as book_exercises
 from epollbook.classroom.course import ClassroomError, chapters_of, find_book
+
+CLASS_OF_30 = pathlib.Path(__file__).with_name("class-of-30.json")  # a saved measurement: where, when, how loaded
 
 
 def find_answers(book):
@@ -102,3 +105,35 @@ def chapter_guide(chapter, book=None, answers=None):
     answers = find_answers(book) if answers is None else answers
     wrong = wrong_answers(answers, chapter) if answers is not None else None
     return Markdown(chapter_markdown(book_exercises.in_notebook(found[0]), wrong))
+
+
+def class_grading_markdown(measured):
+    """What a saved measurement of a class's grading (*measured*, class-of-30.json's content) says, in Markdown."""
+    one = measured["one_student_every_chapter"]
+    minutes = measured["seconds"] / 60
+    return (f"Measured on {measured['measured'][:10]}, on a machine with {measured['machine']['cpus']} CPUs "
+            f"({measured['machine']['cpu']}"
+            f"{', shared with other jobs' if measured['machine'].get('shared_with_other_jobs') else ''}): "
+            f"a generated class of {measured['students']} students, each handing in all "
+            f"{measured['chapters']} chapters ({measured['exercises_per_student']} exercises), was graded by "
+            f"`make autograde` in {minutes:.1f} minutes, {measured['jobs']} students at a time (load average "
+            f"{measured['load_average']['before']:g} before, {measured['load_average']['after']:g} after). "
+            f"All {measured['full_marks_for_solved']} solved exercises got full marks and the "
+            f"{sum(measured['answers'].values()) - measured['answers']['solved']} others (stubs, wrong, hanging and "
+            f"hostile answers) none. One student alone, every chapter: "
+            f"{one['only_what_grading_needs']['seconds']} s running what grading needs, "
+            f"{one['every_cell']['seconds']} s running every cell, with the same grades.")
+
+
+def class_grading(path=CLASS_OF_30):
+    """The saved measurement of a class's grading (``class-of-30.json``), as ``IPython.display.Markdown``.
+
+    Says so in a sentence if the file is not there (a package installed
+    without it).
+    """
+    from IPython.display import Markdown
+
+    path = pathlib.Path(path)
+    if not path.exists():
+        return Markdown(f"(No saved measurement of a class's grading here: {path.name} is missing.)")
+    return Markdown(class_grading_markdown(json.loads(path.read_text())))
