@@ -15,6 +15,9 @@ import pytest
 
 # Modules that run on one worker, in this order (the first fills the second's build folder).
 NOTEBOOKS_THEN_BUILD = ("test_notebooks", "test_book")
+# Long modules whose tests share no fixture wider than a test: spread test by test, so that no worker
+# is left finishing one of them alone (check_tables: 420 tests, 270 s, many waiting out a check's limit).
+SPREAD_TEST_BY_TEST = ("test_check_tables",)
 
 
 def book_processes(root=None):
@@ -54,18 +57,23 @@ def book_build_folder(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items):
-    """Put test_notebooks.py's tests just before test_book.py's, when both run."""
+    """Put test_notebooks.py's tests just before test_book.py's, when both run, and SPREAD_TEST_BY_TEST's last.
+
+    xdist hands out work in this order: the small spread tests come last to fill the workers' gaps.
+    """
     notebooks, build = NOTEBOOKS_THEN_BUILD
     ran_first = [item for item in items if item.path.stem == notebooks]
     others = [item for item in items if item.path.stem != notebooks]
     build_at = next((index for index, item in enumerate(others) if item.path.stem == build), None)
     if ran_first and build_at is not None:
         items[:] = others[:build_at] + ran_first + others[build_at:]
+    items.sort(key=lambda item: item.path.stem in SPREAD_TEST_BY_TEST)  # stable: the rest keep their order
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of xdist's: absent when it is not loaded (make quick)
 def pytest_xdist_make_scheduler(config, log):
-    """Under `--dist loadfile`, give test_notebooks.py and test_book.py to one worker, in collection order.
+    """Under `--dist loadfile`, give test_notebooks.py and test_book.py to one worker, in collection order,
+    and the tests of SPREAD_TEST_BY_TEST to any worker, one at a time.
 
     (xdist's own `--dist loadgroup` would do it with marks, but with pytest 9
     it no longer groups anything: it renames `item._nodeid`, which pytest 9's
@@ -75,9 +83,12 @@ def pytest_xdist_make_scheduler(config, log):
         return None
     from xdist.scheduler import LoadFileScheduling
 
-    class NotebooksThenBuild(LoadFileScheduling):
+    class BookScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid):
             scope = super()._split_scope(nodeid)
-            return "+".join(NOTEBOOKS_THEN_BUILD) if pathlib.PurePath(scope).stem in NOTEBOOKS_THEN_BUILD else scope
+            module = pathlib.PurePath(scope).stem
+            if module in NOTEBOOKS_THEN_BUILD:
+                return "+".join(NOTEBOOKS_THEN_BUILD)
+            return nodeid if module in SPREAD_TEST_BY_TEST else scope
 
-    return NotebooksThenBuild(config, log)
+    return BookScheduling(config, log)
