@@ -1,8 +1,10 @@
 """The built book: `jupyter-book build -W` passes, its pages show what the servers really did, and a reader's
 browser finds every page, link, picture, solution, search result and notebook download in it, offline.
 
-The book is built once for this module, into a temporary folder, with every
-notebook executed, exactly as `make book` builds it. The browser tests drive
+The book is built once for this module, as `make book` builds it, into this
+test run's own folder (conftest's book_build_folder): the notebooks that
+test_notebooks.py has just run, on this worker, are shown from that build's
+execution cache, and the build runs any other itself. The browser tests drive
 Debian's chromium (the `chromium` package) through Playwright's Python
 package, which brings its own driver and downloads no browser: they skip when
 chromium is absent, and fail then under CI=true. Screenshots of a few pages
@@ -19,7 +21,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.parse
 
 import nbformat
@@ -39,13 +40,15 @@ pytestmark = pytest.mark.timeout(BUILD_SECONDS + 120)
 
 
 @pytest.fixture(scope="module")
-def built_book():
-    with tempfile.TemporaryDirectory(prefix="epollbook-build-") as output:
-        finished = subprocess.run([str(JUPYTER_BOOK), "build", str(ROOT), "-W", "-n", "--keep-going",
-                                   "--path-output", output], capture_output=True, text=True, timeout=BUILD_SECONDS)
-        assert finished.returncode == 0, \
-            f"the book did not build cleanly:\n{finished.stdout[-8000:]}\n{finished.stderr[-3000:]}"
-        yield pathlib.Path(output) / "_build" / "html"
+def built_book(book_build_folder):
+    """The book built into this test run's own folder: the notebooks test_notebooks.py ran are shown from
+    the build's execution cache, as a second `make book` shows them; the build runs any other itself."""
+    finished = subprocess.run([str(JUPYTER_BOOK), "build", str(ROOT), "-W", "-n", "--keep-going",
+                               "--path-output", str(book_build_folder)],
+                              capture_output=True, text=True, timeout=BUILD_SECONDS)
+    assert finished.returncode == 0, \
+        f"the book did not build cleanly:\n{finished.stdout[-8000:]}\n{finished.stderr[-3000:]}"
+    return book_build_folder / "_build" / "html"
 
 
 def page(built_book, name):
