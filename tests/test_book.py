@@ -110,6 +110,9 @@ def test_the_book_builds_with_warnings_as_errors_and_has_every_page(built_book):
                                   "answered 13 after 13 bytes in two pieces and a half-close",
                                   "\N{HEAVY CHECK MARK}"]),
     ("errata", ["IndentationError", "UnicodeDecodeError", "[the defect shows]", "CLOSE_WAIT"]),
+    ("cheat-sheet", ["ConnectionAbortedError", "0x80000000", "No mask: the kernel watches",
+                     "client.shutdown(SHUT_WR)"]),
+    ("glossary", ['id="term-thundering-herd"', 'id="term-reuseport-group"']),
     ("teachers-guide", ["make-response", "serve-forever", "poll-timeout", "backlog-how-connect-ended",
                         "cork-send-corked", "nodelay-reply", "<table"]),
 ])
@@ -119,8 +122,9 @@ def test_chapter_pages_show_the_servers_real_outputs(built_book, chapter, output
     assert not missing, f"{chapter}.html lacks outputs the build should have produced: {missing}"
 
 
-@pytest.mark.parametrize("chapter", ["03-why-blocking-hurts", "04-level-triggered", "07-listen-backlog",
-                                     "09-tcp-nodelay", "10-select-poll-epoll", "11-throughput"])
+@pytest.mark.parametrize("chapter", ["01-one-request", "03-why-blocking-hurts", "04-level-triggered",
+                                     "05-edge-triggered", "06-hang-ups", "07-listen-backlog", "09-tcp-nodelay",
+                                     "10-select-poll-epoll", "11-throughput"])
 def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapter):
     if chapter == "07-listen-backlog":
         need_tool("ab")  # the backlog sweep, and its picture, need ApacheBench
@@ -128,6 +132,27 @@ def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapte
     assert pictures, f"{chapter}.html shows no picture: its plot cell drew nothing"
     missing = [src for src in pictures if not (built_book / "book" / src).resolve().is_file()]
     assert not missing, f"{chapter}.html links pictures that were not copied into the book: {missing}"
+
+
+OPENING_PICTURES = {  # the picture a chapter opens with (epollbook.diagrams), by the words its alt text starts with
+    "01-one-request": "A sequence diagram: the server",
+    "04-level-triggered": "An epoll instance as the kernel holds it",
+    "05-edge-triggered": "Three timelines of bytes waiting at each poll",
+    "06-hang-ups": "TCP states, the segments between them",
+    "07-listen-backlog": "backlog + 1 connections fill the accept queue",
+    "09-tcp-nodelay": "A sequence diagram of write, write, read",
+    "10-select-poll-epoll": "Three rows, select, poll and epoll",
+}
+
+
+@pytest.mark.parametrize("chapter", list(OPENING_PICTURES))
+def test_a_chapter_opens_with_its_picture_described_for_readers_who_cannot_see_it(built_book, chapter):
+    images = [(re.search(r'alt="([^"]*)"', tag), re.search(r'src="([^"]+)"', tag))
+              for tag in re.findall(r"<img[^>]*>", page(built_book, chapter))]
+    described = [src[1] for alt, src in images if alt and src and OPENING_PICTURES[chapter] in alt[1]]
+    assert described, f"{chapter}.html has no picture described as {OPENING_PICTURES[chapter]!r}"
+    assert all((built_book / "book" / src).resolve().is_file() for src in described), \
+        f"{chapter}.html's opening picture was not copied into the book: {described}"
 
 
 # In a real browser: Debian's Chromium, driven by Playwright, reads the built book as a reader would,
