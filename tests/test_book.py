@@ -134,6 +134,21 @@ def test_chapter_pictures_are_drawn_at_build_time_and_shipped(built_book, chapte
     assert not missing, f"{chapter}.html links pictures that were not copied into the book: {missing}"
 
 
+LONGEST_OUTPUT = 40  # lines: a reader reads an output of a cell whole; a longer one is folded or shortened
+
+
+def test_every_output_is_short_enough_to_read_or_folded(built_book):
+    # Text outputs (printed, or a value's repr) as the build writes them; a folded one sits in a <details>.
+    long = []
+    for name in pages_in_the_table_of_contents():
+        text = re.sub(r"<details.*?</details>", "", page(built_book, name), flags=re.DOTALL)
+        outputs = re.findall(r'<div class="output (?:stream|text_plain)[^"]*">\s*<div class="highlight[^"]*"><pre>'
+                             r"(.*?)</pre>", text, re.DOTALL)
+        long += [f"{name}: {output.count(chr(10))} lines, starting {output[:60]!r}" for output in outputs
+                 if output.count("\n") > LONGEST_OUTPUT]
+    assert not long, f"outputs longer than {LONGEST_OUTPUT} lines, neither folded nor shortened:\n" + "\n".join(long)
+
+
 OPENING_PICTURES = {  # the picture a chapter opens with (epollbook.diagrams), by the words its alt text starts with
     "01-one-request": "A sequence diagram: the server",
     "04-level-triggered": "An epoll instance as the kernel holds it",
