@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from epollbook import clients, probes
-from epollbook.plots import _show_in_notebooks
+from epollbook.plots import show_in_notebooks
 
 WIDTH = 8.0
 """Inches: the book's column shows a picture about 700 px wide, so 8 inches at 100 dpi keep 9-point text legible."""
@@ -194,7 +194,7 @@ def call_sequence(*, calls=CALLS, segments=SEGMENTS, afterwards=AFTERWARDS, note
                   va="center", fontsize=8, color="0.3", style="italic")
     axes.text(width / 2, height - 0.12, "time runs down; a thick bar: the call waits in the kernel; "
               "●: called, ○: returned", ha="center", va="bottom", fontsize=7.5, color="0.4")
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -312,7 +312,7 @@ def epoll_at_work(watched=None, *, width=WIDTH):
     _arrow(axes, (kernel_x - 1.08, poll_y), (program_x + 0.97, poll_y), _COLOURS["server"])
     axes.text(width / 2, height - 0.12, "recorded live; (+ERR HUP): events the kernel adds to every "
               "registration; a filled socket: ready", ha="center", va="bottom", fontsize=7, color="0.4")
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -369,7 +369,7 @@ def wait_calls(descriptors=12, ready=(7,), *, waits=WAITS, width=WIDTH):
         axes.text(right + 0.1, middle - 0.11, work, ha="left", va="center", fontsize=7.5, color="0.25")
         _arrow(axes, (kernel_left - 0.05, middle + 0.22), (2.45, middle + 0.22), colour, width=0.8 if kept else 2.5)
         axes.text(kernel_left, middle + 0.22, back, ha="left", va="center", fontsize=8, color=colour)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -489,7 +489,7 @@ def trigger_timelines(run=None, *, width=WIDTH):
                 handles.append(handle)
                 labels.append(label)
     figure.legend(handles, labels, loc="outside upper right", ncols=2, fontsize=8, frameon=False)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -706,7 +706,7 @@ def connection_states(moments=None, *, width=WIDTH):
     axes.text(width / 2, height - 0.12, "recorded live: states from the kernel after each step, events from "
               "epoll.poll(); grey 'via': passed through too fast to catch", ha="center", va="bottom",
               fontsize=7, color="0.4")
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -784,5 +784,5 @@ def listen_queue(fill, retransmissions=(), *, width=WIDTH):
             axes.text(x, base + 0.1, f"{moment:g} s", ha="center", va="top", fontsize=7.5)
         axes.text(right, base - 0.12, "then connect() gives up: ETIMEDOUT", ha="right", va="bottom", fontsize=7.5,
                   color="0.35")
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure

@@ -33,7 +33,7 @@ _MARKS = {
 }
 
 
-def _show_in_notebooks():
+def show_in_notebooks():
     """In an IPython kernel, have figures display as PNG when they are a cell's result (pyplot would do it)."""
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython else None
@@ -150,7 +150,7 @@ def timeline(events, *, title=None, since=None, listener=None, width=9.0):
                 loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
     if title:
         axes.set_title(title)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -181,7 +181,7 @@ def growth(rows, x, columns, *, limit=None, limit_label="limit", title=None, wid
         figure.axes[0].legend(loc="upper left", fontsize="small", frameon=False)
     if title:
         figure.suptitle(title)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -273,7 +273,7 @@ def backlog_sweep(rows, *, title=None, width=9.0):
         axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2, fontsize="x-small", frameon=False)
     if title:
         figure.suptitle(title)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -308,7 +308,7 @@ def round_trips(*comparisons, title=None, width=9.0):
     axes.legend(loc="lower right", fontsize="small", frameon=False)
     if title:
         figure.suptitle(title)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -359,7 +359,7 @@ def wait_costs(rows, *, reference=None, title=None, width=9.0):
     axes.legend(loc="upper left", fontsize="small", frameon=False)
     if title:
         axes.set_title(title)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure
 
 
@@ -398,5 +398,5 @@ def throughput(rows, *, title=None, width=9.0):
     panels[1].tick_params(labelleft=False)
     if title:
         figure.suptitle(title)
-    _show_in_notebooks()
+    show_in_notebooks()
     return figure

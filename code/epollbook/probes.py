@@ -4,7 +4,7 @@
     wait_until_blocked(pid, timeout=1.0, thread=None)     the same, once it has gone to sleep again
     context_switches(pid, thread=None)      (voluntary, involuntary): how often it slept, how often it was preempted
     cpu_seconds(pid, thread=None)           CPU time used so far
-    process_tree(pid)                       pid and every process it started, still running: [pid, child, ...]
+    children(pid), process_tree(pid)        the processes it started; it and all its descendants
     busy_fraction(pid, seconds=0.5, thread=None)          share of a core it keeps busy
     open_fds(pid)                           {fd: what it is}
     tcp_sockets(port=None)                  the IPv4 TCP sockets, as ``ss -tan`` lists them
@@ -317,22 +317,33 @@ def cpu_seconds(pid, thread=None):
     return (stat.user_ticks + stat.system_ticks) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid):
+    """The pids of the processes *pid* started that run now, in the order it started them.
+
+    Read from ``/proc/PID/task/TID/children`` (Linux 3.5 and later); ``[]``
+    for a process that started none. Raises ``ProcessLookupError`` if *pid*
+    is not running.
+    """
+    _read(pid, "stat")  # a clear ProcessLookupError for a pid that is not there
+    found = []
+    with contextlib.suppress(FileNotFoundError):  # it has just exited
+        for thread in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that has just ended
+                found += map(int, _read(pid, "children", thread).split())
+    return found
+
+
 def process_tree(pid):
     """*pid* and its descendants that are running now, parents before their children: ``[pid, child, ...]``.
 
-    Read from ``/proc/PID/task/TID/children`` (Linux 3.5 and later). A server
-    that forks workers (``fast-reuseport``) spends its CPU in them, and each
-    process's ``stat`` counts only its own threads. Raises
+    A server that forks workers (``fast-reuseport``) spends its CPU in them,
+    and each process's ``stat`` counts only its own threads. Raises
     ``ProcessLookupError`` if *pid* is not running.
     """
-    tree, index = [pid], 0
-    _read(pid, "stat")  # a clear ProcessLookupError for a pid that is not there
-    while index < len(tree):
-        parent, index = tree[index], index + 1
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it has just exited
-            for thread in os.listdir(f"/proc/{parent}/task"):
-                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                    tree += map(int, _read(parent, "children", thread).split())
+    tree = [pid, *children(pid)]
+    for parent in tree[1:]:  # the list grows as it is read: grandchildren after children
+        with contextlib.suppress(ProcessLookupError):  # it has just exited
+            tree += children(parent)
     return tree
 
 

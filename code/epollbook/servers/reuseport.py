@@ -361,19 +361,10 @@ def main(argv=None):
 def worker_pids(server):
     """The pids of the workers of *server* (a ``launch.Server``, or a pid), in the order they were forked.
 
-    They are its children, from ``/proc/PID/task/*/children``; ``[]`` for a
-    server that forks none. Raises ``ProcessLookupError`` if it is not running.
+    They are its children (``probes.children``); ``[]`` for a server that
+    forks none. Raises ``ProcessLookupError`` if it is not running.
     """
-    pid = getattr(server, "pid", server)
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        raise ProcessLookupError(f"no process has pid {pid}") from None
-    children = []
-    for thread in threads:
-        with contextlib.suppress(FileNotFoundError), open(f"/proc/{pid}/task/{thread}/children") as listing:
-            children += map(int, listing.read().split())  # FileNotFoundError: a thread that has just ended
-    return children
+    return probes.children(getattr(server, "pid", server))
 
 
 class Listener(NamedTuple):
