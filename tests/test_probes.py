@@ -38,6 +38,7 @@ from epollbook.probes import (
     sysctl_int,
     tcp_info,
     tcp_sockets,
+    time_wait_table,
     wait_until_blocked,
 )
 from tools import need_tool, no_server_left_running, wait_for_printed
@@ -420,6 +421,25 @@ def test_the_listen_overflow_counter_rises_when_a_full_accept_queue_drops_a_syn(
                 client.close()
     assert netstat_counters()["ListenOverflows"] > before, "three clients at a backlog of 0 overflowed nothing"
     assert "Tcp.RetransSegs" in netstat_counters(), "the Tcp counters of /proc/net/snmp are missing"
+
+
+def test_the_time_wait_table_counts_a_connection_closed_first_or_the_close_that_skipped_it():
+    def closed_first():
+        with socket.create_server(("127.0.0.1", 0)) as listener, \
+                socket.create_connection(listener.getsockname()) as client:
+            listener.accept()[0].close()  # the server's end closes first; the client's close completes it
+            client.recv(1)
+
+    # Other programs open and close connections too: of a few tries, one must see the table rise or the skip counted.
+    for _ in range(5):
+        before = time_wait_table()
+        closed_first()
+        after = time_wait_table()
+        if after.held > before.held or after.dropped > before.dropped:
+            break
+    else:
+        raise AssertionError(f"five connections closed first moved neither the table nor the skips: {after}")
+    assert after.limit == sysctl_int("net.ipv4.tcp_max_tw_buckets")
 
 
 def test_sysctl_reads_a_setting_and_names_one_that_is_absent():

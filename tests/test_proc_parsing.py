@@ -11,9 +11,11 @@ from epollbook.probes import (
     SYSTEM_CALLS,
     ListenQueue,
     ProcessState,
+    TimeWaitTable,
     epoll_event_names,
     parse_counter_table,
     parse_epoll_fdinfo,
+    parse_sockstat,
     parse_ss_listening,
     parse_stat,
     parse_status,
@@ -231,6 +233,31 @@ def test_counter_tables_are_read_in_pairs_of_lines_by_group():
         ("TcpExt", "ListenDrops"): 5, ("IpExt", "InNoRoutes"): 0, ("IpExt", "InTruncatedPkts"): 0}
     only_ip = parse_counter_table(NETSTAT_SAMPLE, {"IpExt"})
     assert set(only_ip) == {("IpExt", "InNoRoutes"), ("IpExt", "InTruncatedPkts")}
+
+
+SOCKSTAT_SAMPLE = """\
+sockets: used 9
+TCP: inuse 4 orphan 0 tw 131072 alloc 6 mem 284
+UDP: inuse 0 mem 0
+"""
+
+
+def test_sockstat_is_read_as_names_and_numbers_by_protocol():
+    counts = parse_sockstat(SOCKSTAT_SAMPLE)
+    assert (counts[("TCP", "tw")], counts[("TCP", "inuse")], counts[("sockets", "used")]) == (131072, 4, 9)
+    assert len(counts) == 8, counts
+
+
+@pytest.mark.parametrize("line", ["TCP inuse 4", "TCP: inuse", "TCP: inuse four"])
+def test_a_line_that_is_not_sockstat_s_is_a_value_error(line):
+    with pytest.raises(ValueError, match="not a line of /proc/net/sockstat"):
+        parse_sockstat(line)
+
+
+def test_a_full_time_wait_table_says_that_closes_skip_time_wait_and_what_to_do():
+    assert "full" not in str(TimeWaitTable(9, 131072, 0))
+    for full in (TimeWaitTable(131072, 131072, 5), TimeWaitTable(0, 0, 0)):
+        assert full.full and "skips TIME_WAIT" in str(full) and "a minute later" in str(full), str(full)
 
 
 def test_a_counter_table_whose_lines_do_not_pair_is_a_value_error():

@@ -45,7 +45,8 @@ FIRST_LINE = b"GET / HTTP/1.0\r\n"
 """The start of a request with no end: no blank line follows."""
 
 # The Debian/Ubuntu package of each tool that is not a Python package.
-DEBIAN_PACKAGES = {"curl": "curl", "ab": "apache2-utils", "wrk": "wrk", "chromium": "chromium", "ss": "iproute2"}
+DEBIAN_PACKAGES = {"curl": "curl", "ab": "apache2-utils", "wrk": "wrk", "chromium": "chromium", "ss": "iproute2",
+                   "ip": "iproute2", "unshare": "util-linux"}
 
 
 class ToolMissing(RuntimeError):

@@ -507,6 +507,7 @@ class Moment:
     watched: str         # what the server's epoll watched: 'listener' or 'connection'
     events: int          # the mask epoll.poll() returned for it; 0 for nothing within the window
     passing: tuple = ("", "")  # states each end passes through on the way, too brief to catch (the state machine's)
+    skipped: str = ""    # the end, 'client' or 'server', that closed into a full TIME_WAIT table and so skipped it
 
     @property
     def names(self):
@@ -591,10 +592,21 @@ def record_connection(window=0.05):
         epoll = stack.enter_context(select.epoll())
         epoll.register(listener.fileno(), select.EPOLLIN)
 
-        def step(action, segments, watched, events, passing=("", ""), *, client=None, server=None):
-            """Record a moment of the connection from *mine* (the client's address), held by *client* and *server*."""
-            moments.append(Moment(action, segments, _state(mine, address, client), _state(address, mine, server),
-                                  watched, events, passing))
+        def step(action, segments, watched, events, passing=("", ""), *, client=None, server=None, time_wait=None):
+            """Record a moment of the connection from *mine* (the client's address), held by *client* and *server*.
+
+            *time_wait* is (the end this step sends to TIME_WAIT, the kernel's
+            count of closes that skipped it, read before the step): that end
+            skipped it if it comes out CLOSED and the count rose.
+            """
+            states = {"client": _state(mine, address, client), "server": _state(address, mine, server)}
+            skipped = ""
+            if time_wait is not None:
+                end, dropped = time_wait
+                if states[end] == "CLOSED" and probes.time_wait_table().dropped > dropped:
+                    skipped = end
+            moments.append(Moment(action, segments, states["client"], states["server"], watched, events, passing,
+                                  skipped))
 
         moments.append(Moment("server: listen()", (), "—", "LISTEN", "listener",
                               _events(epoll, listener.fileno(), window)))
@@ -617,10 +629,11 @@ def record_connection(window=0.05):
         step("client: shutdown(SHUT_WR)", (("client", "FIN"), ("server", "ACK")), "connection",
              _events(epoll, server.fileno(), window), ("FIN_WAIT1", ""), **ends)
 
+        time_wait = ("client", probes.time_wait_table().dropped)  # it goes there now, if the table has room
         server.sendall(b"HTTP/1.0 200 OK\r\n\r\nHello, world!")
         server.shutdown(socket.SHUT_WR)
         step("server: send(answer), shutdown(SHUT_WR)", (("server", "answer"), ("server", "FIN"), ("client", "ACK")),
-             "connection", _events(epoll, server.fileno(), window), ("", "LAST_ACK"), **ends)
+             "connection", _events(epoll, server.fileno(), window), ("", "LAST_ACK"), time_wait=time_wait, **ends)
 
         epoll.unregister(server.fileno())
         other = socket.create_connection(address)
@@ -692,6 +705,9 @@ def connection_states(moments=None, *, width=WIDTH):
             if passing and passing != state:
                 axes.text(columns[side], middle - 0.19, f"via {passing}", ha="center", va="bottom", fontsize=7,
                           color=_COLOURS["passing"], style="italic")
+            if moment.skipped == side:
+                axes.text(columns[side], middle + 0.17, "no TIME_WAIT: the kernel's\ntable of them was full",
+                          ha="center", va="top", fontsize=6.5, color=_COLOURS["passing"], style="italic")
         left, right = columns["client"] + box_width / 2 + gap, columns["server"] - box_width / 2 - gap
         count = len(moment.segments)
         for number, (sender, label) in enumerate(moment.segments):

@@ -14,6 +14,7 @@
     epoll_interest_list(pid, epfd=None)     what an epoll instance watches, as the kernel holds it
     epoll_event_names(mask)                 an epoll event mask as names: 'EPOLLIN|EPOLLHUP'
     netstat_counters()                      the kernel's TCP counters: ListenOverflows, Tcp.RetransSegs, ...
+    time_wait_table()                       connections in TIME_WAIT, the most the kernel keeps, how many it skipped
     sysctl(name), sysctl_int(name)          a kernel setting: sysctl_int("net.core.somaxconn")
     tcp_info(sock)                          what the kernel knows of one TCP connection: segments sent, RTT, ...
 
@@ -24,7 +25,8 @@ exercise checks run students' servers so), pass ``thread=`` a native thread id
 (``threading.get_native_id()`` in the thread, ``Thread.native_id`` outside it)
 or the ``threading.Thread`` itself. The parsing is separate from the reading
 (``parse_stat``, ``parse_status``, ``parse_syscall``, ``parse_tcp_table``,
-``parse_ss_listening``, ``parse_epoll_fdinfo``), so it can be tested from sample text.
+``parse_ss_listening``, ``parse_epoll_fdinfo``, ``parse_sockstat``), so it can
+be tested from sample text.
 
 Where a blocked thread waits, read truthfully
 ---------------------------------------------
@@ -255,6 +257,23 @@ def parse_counter_table(text, prefixes=None):
         if prefixes is None or group in prefixes:
             counters.update(((group, name), int(value)) for name, value in zip(names[1:], values[1:], strict=True))
     return counters
+
+
+def parse_sockstat(text):
+    """Parse ``/proc/net/sockstat``: ``{(protocol, name): value}``, e.g. ``{("TCP", "tw"): 9, ("TCP", "inuse"): 4}``.
+
+    Each line is a protocol, then pairs of a name and a number
+    (``TCP: inuse 4 orphan 0 tw 9 alloc 6 mem 1``). Raises ``ValueError``
+    where a line does not read so.
+    """
+    counts = {}
+    for line in filter(str.strip, text.splitlines()):
+        protocol, colon, pairs = line.partition(":")
+        fields = pairs.split()
+        if not colon or len(fields) % 2 or not all(value.isdigit() for value in fields[1::2]):
+            raise ValueError(f"not a line of /proc/net/sockstat: {line!r}")
+        counts.update(((protocol, name), int(value)) for name, value in zip(fields[::2], fields[1::2], strict=True))
+    return counts
 
 
 # -- reading /proc: the files ------------------------------------------------------------------------
@@ -703,6 +722,41 @@ def sysctl_int(name):
         return int(text)
     except ValueError:
         raise ValueError(f"{name} is {text!r}, not one number") from None
+
+
+class TimeWaitTable(NamedTuple):
+    """The kernel's table of connections in TIME_WAIT, read at one moment (``time_wait_table()``)."""
+
+    held: int     # connections it holds in TIME_WAIT now (and closed ones still waiting in FIN_WAIT2)
+    limit: int    # the most it holds: net.ipv4.tcp_max_tw_buckets
+    dropped: int  # closes that found it full since boot, and so skipped TIME_WAIT (TcpExt TCPTimeWaitOverflow)
+
+    @property
+    def full(self):
+        return self.held >= self.limit
+
+    def __str__(self):
+        line = (f"the kernel holds {self.held:,} connection(s) in TIME_WAIT, of at most {self.limit:,} "
+                "(net.ipv4.tcp_max_tw_buckets)")
+        if self.full:
+            line += (":\nthe table is full, so a connection that closes now skips TIME_WAIT and is forgotten at once."
+                     "\nA load test fills it; its entries expire a minute after they came: run this again a minute "
+                     "later.")
+        return line
+
+
+def time_wait_table():
+    """How full the kernel's TIME_WAIT table is now: a ``TimeWaitTable``, for this network namespace.
+
+    A load test of a server that closes first (chapter 11's: 20,000
+    connections a second) fills it in seconds, and for the minute its
+    entries last, connections closed on this machine skip TIME_WAIT: what
+    chapter 1 shows, and ``SO_REUSEADDR`` is for, is then not there to see.
+    """
+    with open("/proc/net/sockstat") as sockstat:
+        held = parse_sockstat(sockstat.read()).get(("TCP", "tw"), 0)
+    return TimeWaitTable(held, sysctl_int("net.ipv4.tcp_max_tw_buckets"),
+                         netstat_counters().get("TCPTimeWaitOverflow", 0))
 
 
 # -- TCP_INFO: what the kernel knows of one connection ----------------------------------------------

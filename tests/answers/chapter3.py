@@ -189,8 +189,8 @@ def _read(connection, limit=65536):
 
 def _serve(connection, timeout=5.0):
     with connection:
-        connection.settimeout(timeout)
-        try:
+        try:  # the check may have closed the connection already, as it cleans up after a wrong answer
+            connection.settimeout(timeout)
             _read(connection)
             connection.sendall(RESPONSE)
         except (OSError, ValueError):

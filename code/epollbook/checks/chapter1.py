@@ -7,7 +7,7 @@ import shutil
 import socket
 import threading
 
-from epollbook import clients
+from epollbook import clients, probes
 from epollbook.checks.harness import ENDINGS, PIECE_SECONDS, SECONDS, CheckFailed, Running, call, finish, passed, short
 from epollbook.checks.http_response import UTF8_LABELS, media_type, read_response
 
@@ -122,14 +122,13 @@ def check_make_response(make_response, *, hidden=False):
 # -- open_listener ---------------------------------------------------------------
 
 
-def _listener_from(open_listener, port):
+def _listener_from(open_listener, port, holding="the connection just closed there waits in TIME_WAIT"):
     try:
         listener = call(open_listener, port)
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
             raise CheckFailed(f"expected to listen on port {port} again at once; bind() failed with 'Address already "
-                              "in use' because the connection just closed there waits in TIME_WAIT: set SO_REUSEADDR "
-                              "before bind()") from None
+                              f"in use' because {holding}: set SO_REUSEADDR before bind()") from None
         raise CheckFailed(f"expected open_listener({port}) to return a listening socket; it raised "
                           f"{type(error).__name__}: {error}") from None
     if not isinstance(listener, socket.socket):
@@ -137,17 +136,32 @@ def _listener_from(open_listener, port):
     return listener
 
 
+def _accepted(listener):
+    """The connection a client just made to *listener*, accepted whatever mode the reader's socket was given."""
+    listener.settimeout(5.0)  # the connection is queued, or about to be
+    try:
+        return listener.accept()[0]
+    except OSError as error:
+        raise CheckFailed(f"expected a client's connection to wait in the queue of the socket "
+                          f"open_listener(0) returned; accept() on it raised {error!r}") from None
+
+
 def check_open_listener(open_listener, *, hidden=False):
     """Check ``open_listener(port) -> socket``: listening on 127.0.0.1:*port* (0: a free port), reopenable at once.
 
     The check opens a listener, serves one connection that the server side closes
     first (which leaves it in TIME_WAIT for a minute), closes the listener, and
-    opens one again on the same port, as a restarted server would.
+    opens one again on the same port, as a restarted server would. Where the
+    kernel's TIME_WAIT table is full (a load test ran within the minute), the
+    closed connection skips TIME_WAIT and leaves the port free; then a
+    connection kept open holds the port instead, which ``bind()`` treats the
+    same way.
     *hidden* runs the case graders keep hidden instead: a second listener on a
     port that still listens must be refused (``SO_REUSEPORT`` would let two
     servers share it without a word).
     """
-    with _listener_from(open_listener, 0) as listener:
+    with contextlib.ExitStack() as held:
+        listener = held.enter_context(_listener_from(open_listener, 0))
         host, port = listener.getsockname()[:2]
         if listener.type != socket.SOCK_STREAM or listener.family != socket.AF_INET:
             raise CheckFailed(f"expected an IPv4 TCP socket (AF_INET, SOCK_STREAM); "
@@ -167,21 +181,24 @@ def check_open_listener(open_listener, *, hidden=False):
             second.close()
             raise CheckFailed(f"expected open_listener({port}) to fail while port {port} still listens; it opened "
                               "a second listener: SO_REUSEPORT lets two servers share a port without a word")
+        skipped = probes.time_wait_table().dropped
         with socket.create_connection(("127.0.0.1", port), timeout=5.0) as client:
-            listener.settimeout(5.0)  # whatever mode it was given: the connection is queued, or about to be
-            try:
-                connection, _ = listener.accept()
-            except OSError as error:
-                raise CheckFailed(f"expected a client's connection to wait in the queue of the socket "
-                                  f"open_listener(0) returned; accept() on it raised {error!r}") from None
-            connection.close()  # the server closes first: its side of the connection waits in TIME_WAIT
+            _accepted(listener).close()  # the server closes first: its end of the connection goes to TIME_WAIT
             client.recv(1)
-    passed(f"open_listener(0) listens on 127.0.0.1:{port}")
-    with _listener_from(open_listener, port) as again:
-        if again.getsockname()[1] != port:
-            raise CheckFailed(f"open_listener({port}) should listen on port {port}; "
-                              f"it listens on {again.getsockname()[1]}")
-    passed(f"listening again on port {port} right after a connection there closed (it waits in TIME_WAIT)")
+        holding, reopened = ("the connection just closed there waits in TIME_WAIT",
+                             "right after a connection there closed (it waits in TIME_WAIT)")
+        if probes.time_wait_table().dropped > skipped:  # it skipped TIME_WAIT, or another program's close did
+            held.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5.0))
+            held.enter_context(_accepted(listener))
+            full = "the kernel's TIME_WAIT table is full, so the one just closed skipped TIME_WAIT"
+            holding, reopened = f"a connection is open there ({full})", f"while a connection there is open ({full})"
+        listener.close()
+        passed(f"open_listener(0) listens on 127.0.0.1:{port}")
+        with _listener_from(open_listener, port, holding) as again:
+            if again.getsockname()[1] != port:
+                raise CheckFailed(f"open_listener({port}) should listen on port {port}; "
+                                  f"it listens on {again.getsockname()[1]}")
+        passed(f"listening again on port {port} {reopened}")
 
 
 # -- receive_exactly ------------------------------------------------------------------
