@@ -192,11 +192,6 @@ KNOWN_CONSOLE_ERRORS = [
     (r"Identifier 'THEBE_JS_URL' has already been declared", r"",
      "Sphinx 7.4 writes the inline scripts sphinx-thebe adds after the builder started twice (its duplicate "
      "check compares None with ''); the second `const` is a SyntaxError. The book does not use thebe."),
-    (r"Got invalid theme mode: \. Resetting to auto\.", r"pydata-sphinx-theme\.js",
-     "pydata-sphinx-theme starts a first visit with mode '' unless html_context sets default_mode "
-     "(_config.yml: sphinx.config.html_context.default_mode)."),
-    (r"status of 404", r"/favicon\.ico$",
-     "a browser asks a web server for /favicon.ico and the book has none (_config.yml: html.favicon)."),
 ]
 # Read from file://, the search page still lists its results, but Sphinx 7.4 fetches each result page for
 # its summary and Chromium refuses fetch() on file:// (served, the summaries are there).
