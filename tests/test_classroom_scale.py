@@ -265,7 +265,7 @@ def execute(*sources, memory=None, tmp_path=None, **options):
         spec.write_text(json.dumps(kernel_spec(memory)))
         options.update(kernel_name=KERNEL_NAME, memory=memory)
     with marked({"JUPYTER_PATH": str(tmp_path / "jupyter")} if memory is not None else {}):
-        GradingExecute(timeout=30, skip_unneeded=False, **options).preprocess(notebook, {})
+        GradingExecute(**{"timeout": 30, "skip_unneeded": False, **options}).preprocess(notebook, {})
     return notebook.cells
 
 
@@ -289,6 +289,13 @@ def test_a_cell_that_prints_without_end_is_cut_at_the_limit_and_stopped():
     assert printed(cells[1]).startswith("spam spam") and 40_000 < len(printed(cells[1])) < 51_000, \
         f"{len(printed(cells[1]))} characters kept"
     assert printed(cells[2]) == "42\n", cells[2].outputs
+
+
+def test_a_cell_that_ignores_the_interrupt_is_ended_with_its_kernel_and_the_next_cells_run():
+    cells = execute("x = 41", "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+                    "print(x + 1)", timeout=2)
+    assert errors(cells[1]) == ["KernelStuck"], cells[1].outputs
+    assert printed(cells[2]) == "42\n" and not errors(cells[2]), f"x was not defined again: {cells[2].outputs}"
 
 
 def test_a_cell_that_fills_the_kernels_memory_meets_its_limit_and_the_next_cells_run(tmp_path):
