@@ -9,23 +9,9 @@ import socket
 
 import pytest
 
+from answers.chapter1 import with_create_server, without_reuseaddr
 from epollbook import diagrams, probes
 from epollbook.checks import CheckFailed, check_open_listener
-
-
-def open_listener(port):
-    listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(("127.0.0.1", port))
-    listener.listen()
-    return listener
-
-
-def without_reuseaddr(port):
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", port))
-    listener.listen()
-    return listener
 
 
 def test_in_a_full_table_a_connection_closed_first_skips_time_wait_and_the_probe_says_why():
@@ -46,7 +32,7 @@ def test_in_a_full_table_the_recorded_connection_says_which_end_skipped_time_wai
 
 
 def test_in_a_full_table_exercise_1_2_holds_the_port_with_an_open_connection_and_says_so(capsys):
-    check_open_listener(open_listener)
+    check_open_listener(with_create_server)
     assert "while a connection there is open (the kernel's TIME_WAIT table is full" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match=r"a connection is open there \(the kernel's TIME_WAIT table is full"):
         check_open_listener(without_reuseaddr)
