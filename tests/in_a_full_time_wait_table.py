@@ -23,6 +23,7 @@ def test_in_a_full_table_a_connection_closed_first_skips_time_wait_and_the_probe
         client.recv(1)
     after = probes.time_wait_table()
     assert after.held == 0 and after.dropped > before.dropped, f"{before} -> {after}"
+    assert "close(s) found the table full" in after.since(before), after.since(before)
 
 
 def test_in_a_full_table_the_recorded_connection_says_which_end_skipped_time_wait():

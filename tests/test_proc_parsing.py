@@ -260,6 +260,13 @@ def test_a_full_time_wait_table_says_that_closes_skip_time_wait_and_what_to_do()
         assert full.full and "skips TIME_WAIT" in str(full) and "a minute later" in str(full), str(full)
 
 
+def test_a_reading_says_how_many_closes_skipped_time_wait_since_an_earlier_one_even_with_room_again():
+    earlier, later = TimeWaitTable(131072, 131072, 4), TimeWaitTable(131000, 131072, 10)
+    said = later.since(earlier)
+    assert "6 close(s) found the table full" in said and "a minute later" in said, said
+    assert TimeWaitTable(12, 131072, 4).since(TimeWaitTable(9, 131072, 4)) == str(TimeWaitTable(12, 131072, 4))
+
+
 def test_a_counter_table_whose_lines_do_not_pair_is_a_value_error():
     with pytest.raises(ValueError, match="not a pair of counter lines"):
         parse_counter_table("TcpExt: A B\nTcpExt: 1\n")

@@ -736,13 +736,31 @@ class TimeWaitTable(NamedTuple):
         return self.held >= self.limit
 
     def __str__(self):
-        line = (f"the kernel holds {self.held:,} connection(s) in TIME_WAIT, of at most {self.limit:,} "
-                "(net.ipv4.tcp_max_tw_buckets)")
         if self.full:
-            line += (":\nthe table is full, so a connection that closes now skips TIME_WAIT and is forgotten at once."
-                     "\nA load test fills it; its entries expire a minute after they came: run this again a minute "
-                     "later.")
-        return line
+            return (f"{self._holding()}:\nthe table is full, so a connection that closes now skips TIME_WAIT and is "
+                    f"forgotten at once.\n{_AFTER_A_LOAD}")
+        return self._holding()
+
+    def since(self, earlier):
+        """This reading, and how many closes skipped TIME_WAIT since *earlier* (a ``TimeWaitTable`` read before).
+
+        The table empties as fast as it fills, a minute later, so a reading
+        after the fact may find room again: the count of skips says what
+        happened in between.
+        """
+        skipped = self.dropped - earlier.dropped
+        if skipped <= 0:
+            return str(self)
+        return (f"{self._holding()}:\nsince the reading before, {skipped:,} close(s) found the table full: each "
+                f"skipped TIME_WAIT and was forgotten at once.\n{_AFTER_A_LOAD}")
+
+    def _holding(self):
+        return (f"the kernel holds {self.held:,} connection(s) in TIME_WAIT, of at most {self.limit:,} "
+                "(net.ipv4.tcp_max_tw_buckets)")
+
+
+_AFTER_A_LOAD = ("A load test fills the table; its entries expire a minute after they came: run this again a minute "
+                 "later.")
 
 
 def time_wait_table():
