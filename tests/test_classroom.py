@@ -16,6 +16,7 @@ what their oddity does to a grade. A chapter not handed in is cheap: it gets
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -178,8 +179,19 @@ def test_the_solution_scan_finds_a_solution_copied_into_the_package(student_vers
     assert classroom.copied_solutions(planted, classroom.solution_blocks(BOOK)), "a copied solution went unnoticed"
 
 
+def test_every_link_of_the_student_version_leads_to_a_file_it_holds(student_version):
+    texts = {path.name: path.read_text() for path in student_version.glob("*.md")}
+    texts.update((path.name, "\n".join(cell.source for cell in read(path).cells if cell.cell_type == "markdown"))
+                 for path in student_version.glob("*.ipynb"))
+    targets = {(name, target) for name, text in texts.items() for target in re.findall(r"\]\(([^)#\s]+)", text)
+               if "://" not in target}
+    assert any(target == "glossary.md" for _, target in targets), "no chapter links to the glossary any more"
+    dead = sorted(f"{name} -> {target}" for name, target in targets if not (student_version / target).exists())
+    assert not dead, f"links to files the student version does not hold: {dead}"
+
+
 def test_student_version_has_what_a_student_needs_to_run_it(student_version):
-    for needed in ["README.md", "Makefile", "pyproject.toml", "requirements.txt"]:
+    for needed in ["README.md", "Makefile", "pyproject.toml", "requirements.txt", "glossary.md"]:
         assert (student_version / needed).exists(), f"the student version lacks {needed}"
     package = ROOT / "code" / "epollbook"
     wanted = {path.relative_to(package) for path in package.rglob("*.py")

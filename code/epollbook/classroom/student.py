@@ -10,8 +10,10 @@ needs to set up a virtual environment there: a ``Makefile`` and a
 ``README.md`` (files of this package, in ``templates/``), a
 ``pyproject.toml`` (a template there, filled in with the installed package's
 version and requirements) and a ``requirements.txt`` (pinned to the versions
-installed here). Nothing is read from the book's repository except the
-chapters, so an installed ``epollbook`` can do it.
+installed here); and the glossary the chapters link their terms to. Nothing
+is read from the book's repository except the chapters and the glossary, so
+an installed ``epollbook`` can do it. A link to a page that is not handed out
+(the errata, the cheat sheet) keeps its words and loses its target.
 
 A student version must not hold a solution or a hidden test: ``make_student``
 scans what it wrote (``copied_solutions``) and fails if it finds one.
@@ -157,6 +159,30 @@ def copied_solutions(folder, blocks, run=3):
     return found
 
 
+LINK = re.compile(r"\[([^\]]*)\]\(([^)#\s]*)(#[^)\s]*)?\)")
+"""A Markdown link: its words, the file it names (empty for a place on the same page), and its anchor."""
+
+
+def _without_dead_links(text, folder):
+    """*text* with each link to a file that *folder* lacks replaced by the link's words."""
+    def kept(link):
+        target = link.group(2)
+        return link.group(0) if not target or "://" in target or (folder / target).exists() else link.group(1)
+    return LINK.sub(kept, text)
+
+
+def _unlink_pages_not_handed_out(folder):
+    """Turn the links of *folder*'s notebooks and Markdown files to pages it does not hold into plain words."""
+    for path in sorted(folder.glob("*.md")):
+        path.write_text(_without_dead_links(path.read_text(), folder))
+    for path in sorted(folder.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        for cell in notebook.cells:
+            if cell.cell_type == "markdown" and "nbgrader" not in cell.metadata:  # nbgrader's cells stay as released
+                cell.source = _without_dead_links(cell.source, folder)
+        nbformat.write(notebook, path)
+
+
 def make_student(out, book=None):
     """Write the student version of the chapters in *book* into *out*; return *out*'s absolute path.
 
@@ -173,6 +199,9 @@ def make_student(out, book=None):
         course = prepare_course(pathlib.Path(scratch) / "course", book)
         shutil.copytree(course / "release" / ASSIGNMENT, out, dirs_exist_ok=True)
     shutil.copytree(PACKAGE, out / "code" / "epollbook", ignore=_not_for_students)
+    if (book / "glossary.md").exists():  # the chapters link their terms to it
+        shutil.copy(book / "glossary.md", out / "glossary.md")
+    _unlink_pages_not_handed_out(out)
     shutil.copy(TEMPLATES / "README.md", out / "README.md")
     shutil.copy(TEMPLATES / "Makefile", out / "Makefile")
     (out / "pyproject.toml").write_text(student_pyproject())
